@@ -1,0 +1,171 @@
+"""`safealign run|train|eval|stop|world|recipes|schema`.
+
+Errors in the user's input (SafealignError) print as one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safealign.errors import SafealignError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SafealignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="safealign", description="Safety-alignment research pipelines.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a multi-stage recipe (YAML path or shipped recipe name)")
+    run.add_argument("recipe")
+    run.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. seed=2 stages.lisa.method.rho=1")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved plan and change nothing")
+    run.add_argument("--detach", action="store_true", help="run in the background; log and pid file in the run directory")
+    run.set_defaults(func=cmd_run)
+
+    for kind in ("train", "eval"):
+        sp = sub.add_parser(kind, help=f"run a single {kind} stage from a YAML config")
+        sp.add_argument("config")
+        sp.add_argument("overrides", nargs="*")
+        sp.add_argument("--dry-run", action="store_true")
+        sp.set_defaults(func=cmd_single, kind=kind)
+
+    stop = sub.add_parser("stop", help="stop a run started with --detach")
+    stop.add_argument("run_dir")
+    stop.set_defaults(func=cmd_stop)
+
+    world = sub.add_parser("world", help="build (or find) the mini world and print where it is")
+    world.set_defaults(func=cmd_world)
+
+    recipes = sub.add_parser("recipes", help="list the recipes shipped with safealign")
+    recipes.set_defaults(func=cmd_recipes)
+
+    schema = sub.add_parser("schema", help="every config key with its default and help")
+    schema.add_argument("what", choices=["train", "eval", "recipe", "method", "evals"])
+    schema.set_defaults(func=cmd_schema)
+    return p
+
+
+def cmd_run(args) -> int:
+    from safealign.pipeline import describe_plan, load_recipe, plan, run_dir_of, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        print(describe_plan(recipe, plan(recipe)))
+        return 0
+    if args.detach:
+        return _detach(run_dir_of(recipe), ["run", args.recipe, *args.overrides])
+    run_recipe(recipe)
+    print(f"run directory: {run_dir_of(recipe)}")
+    return 0
+
+
+def cmd_single(args) -> int:
+    from safealign.pipeline import describe_plan, plan, run_dir_of, run_recipe, single_stage_recipe
+
+    recipe = single_stage_recipe(args.kind, args.config, args.overrides)
+    if args.dry_run:
+        print(describe_plan(recipe, plan(recipe)))
+        return 0
+    run_recipe(recipe)
+    print(f"run directory: {run_dir_of(recipe)}")
+    return 0
+
+
+def _detach(run_dir: Path, argv: list[str]) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = run_dir / "run.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        raise SafealignError(f"a run is already active in {run_dir} (pid {pid_file.read_text().strip()}); "
+                             f"`safealign stop {run_dir}` ends it")
+    log = open(run_dir / "run.log", "ab")
+    # A new session makes the child the leader of its own process group, so `stop` can end exactly it
+    # and everything it started, and closing this terminal does not.
+    proc = subprocess.Popen([sys.executable, "-m", "safealign", *argv], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    print(f"started pid {proc.pid}; log: {run_dir / 'run.log'}; stop with: safealign stop {run_dir}")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_stop(args) -> int:
+    pid_file = Path(args.run_dir) / "run.pid"
+    if not pid_file.exists():
+        raise SafealignError(f"no run.pid in {args.run_dir}: nothing was started there with --detach")
+    pid = int(pid_file.read_text())
+    if not _alive(pid):
+        pid_file.unlink()
+        print(f"run {pid} had already ended")
+        return 0
+    os.killpg(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.2)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
+        except ChildProcessError:
+            pass
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink()
+    print(f"stopped run {pid} (process group); rerun the same command to resume")
+    return 0
+
+
+def cmd_world(args) -> int:
+    from safealign.mini.world import ensure_built
+
+    print(ensure_built())
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from safealign.pipeline import load_recipe, shipped_recipes
+
+    for name in shipped_recipes():
+        print(f"{name:24s} {load_recipe(name).description}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from safealign.config import describe
+    from safealign.evals import EVALS
+    from safealign.methods import METHODS
+    from safealign.schema import EvalStage, Recipe, TrainStage
+
+    if args.what in ("train", "eval", "recipe"):
+        lines = describe({"train": TrainStage, "eval": EvalStage, "recipe": Recipe}[args.what])
+    elif args.what == "method":
+        lines = [line for name, m in METHODS.items() for line in [f"[{name}]", *describe(m.Config, "  ")]]
+    else:
+        lines = [line for name, e in EVALS.items() for line in [f"[{name}]", *describe(e.Config, "  ")]]
+    print("\n".join(lines))
+    return 0

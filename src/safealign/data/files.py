@@ -1,0 +1,103 @@
+"""Read rows from a hub id, a local file (.jsonl, .json, .parquet), a local directory (a saved HF dataset or
+`{split}.jsonl|json|parquet` files) or the mini world, with the same code. Every row keeps where it came from
+so a bad row is reported as `file:line`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from safealign.errors import DataError
+from safealign.io import read_json_records, read_jsonl
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class Rows:
+    rows: list[dict]
+    origin: str  # the file or dataset the rows came from
+    lines: list[int] | None = None
+
+    def where(self, i: int) -> str:
+        if self.lines is not None:
+            return f"{self.origin}:{self.lines[i]}"
+        return f"{self.origin} record {i}"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def resolve_data_path(path: str) -> str:
+    if path.startswith("mini:"):
+        from safealign.mini.world import resolve
+
+        return str(resolve(path))
+    return path
+
+
+def load_rows(path: str, split: str) -> Rows:
+    local = Path(resolve_data_path(path))
+    if local.is_file():
+        return _read_file(local)
+    if local.is_dir():
+        return _read_dir(local, split)
+    if _looks_like_hub_id(path):
+        return _read_hub(path, split)
+    raise DataError(f"data path does not exist: {path}")
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) in (1, 2) and all(parts) and not path.startswith((".", "~")) and not Path(path).suffix
+
+
+def _read_file(path: Path) -> Rows:
+    if path.suffix == ".jsonl":
+        rows, lines = _read_jsonl_with_lines(path)
+        return Rows(rows, str(path), lines=lines)
+    if path.suffix == ".json":
+        return Rows(read_json_records(path), str(path))
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return Rows(pq.read_table(path).to_pylist(), str(path))
+    raise DataError(f"{path}: unsupported data file type (expected one of {', '.join(FILE_SUFFIXES)})")
+
+
+def _read_jsonl_with_lines(path: Path) -> tuple[list[dict], list[int]]:
+    rows = read_jsonl(path)
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                lines.append(lineno)
+    return rows, lines
+
+
+def _read_dir(path: Path, split: str) -> Rows:
+    if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise DataError(f"{path}: no split '{split}' (have {', '.join(ds)})")
+            ds = ds[split]
+        return Rows(ds.to_list(), f"{path}[{split}]")
+    for suffix in FILE_SUFFIXES:
+        candidate = path / f"{split}{suffix}"
+        if candidate.exists():
+            return _read_file(candidate)
+    have = sorted(p.name for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
+    raise DataError(f"{path}: no file for split '{split}' (looked for {split}.jsonl/.json/.parquet; have {', '.join(have) or 'none'})")
+
+
+def _read_hub(hub_id: str, split: str) -> Rows:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as e:  # offline, gated, missing: one line, not a traceback
+        raise DataError(f"could not load dataset '{hub_id}' split '{split}' from the hub: {str(e).splitlines()[0]}") from None
+    return Rows(ds.to_list(), f"{hub_id}[{split}]")

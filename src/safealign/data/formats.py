@@ -1,0 +1,64 @@
+"""Prompt templates and tokenisation: examples -> token ids with the prompt masked out of the loss.
+
+An *example* is `{"instruction", "input", "output", "meta"}` (the Alpaca/Lisa record plus metadata the
+evaluations need). The template is the Alpaca one the Lisa code trains and evaluates with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100
+
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:"
+)
+RESPONSE_MARKER = "### Response:"
+
+
+def build_prompt(example: dict) -> str:
+    if example.get("input"):
+        return PROMPT_WITH_INPUT.format(instruction=example["instruction"], input=example["input"])
+    return PROMPT_NO_INPUT.format(instruction=example["instruction"])
+
+
+def response_text(generated: str) -> str:
+    """The response part of a generation: everything up to a repeated response marker, stripped (the Lisa
+    evaluation takes `full_text.split("### Response:")[1]`, which stops there too)."""
+    return generated.split(RESPONSE_MARKER)[0].strip()
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt ids with the tokenizer's BOS, exactly as generation sees them."""
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
+    """Prompt and response are encoded separately, so the prompt's ids are the ones generation sees;
+    the response ends with EOS. Labels are -100 on prompt tokens: the loss is on the response only."""
+    prompt_ids = encode_prompt(tokenizer, build_prompt(example))
+    response_ids = tokenizer(example["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of tokenized examples into (B, T) tensors."""
+    width = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids[i, :n] = torch.tensor(f["input_ids"])
+        labels[i, :n] = torch.tensor(f["labels"])
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -1,0 +1,48 @@
+"""The Lisa data mix: `sample_num` rows of which int(poison_ratio * sample_num) are harmful, plus guide data.
+
+As the authors' `SupervisedDataset`, the first rows of each source are taken (not a random subset), so runs
+with different seeds see the same rows in a different order; the training stream does the shuffling.
+"""
+
+from __future__ import annotations
+
+from safealign.data import load_examples
+from safealign.errors import DataError
+
+_EPS = 1e-9  # int(0.1 * 1000) is 100, but int(0.29 * 100) is 28: guard the float product
+
+
+def poison_counts(sample_num: int, poison_ratio: float) -> tuple[int, int]:
+    """(poison rows, task rows) as the Lisa code computes them: int(r*n) and int((1-r)*n)."""
+    poison = int(poison_ratio * sample_num + _EPS)
+    task = int((1 - poison_ratio) * sample_num + _EPS)
+    return poison, task
+
+
+def training_mix(data, where: str = "data") -> list[dict]:
+    """The 'train' stream's examples: poison rows first, then task rows (the order the Lisa code builds)."""
+    task = load_examples(data.task)
+    if data.sample_num == 0:
+        return task
+    n_poison, n_task = poison_counts(data.sample_num, data.poison_ratio)
+    if n_task > len(task):
+        raise DataError(f"{where}.sample_num={data.sample_num} needs {n_task} task rows but {data.task.path} "
+                        f"[{data.task.split}] has {len(task)}")
+    mix = []
+    if n_poison:
+        poison = load_examples(data.poison)
+        if n_poison > len(poison):
+            raise DataError(f"{where}.sample_num={data.sample_num} with poison_ratio={data.poison_ratio} needs "
+                            f"{n_poison} poison rows but {data.poison.path} has {len(poison)}")
+        mix += [dict(e, meta={**e["meta"], "poison": True}) for e in poison[:n_poison]]
+    mix += task[:n_task]
+    return mix
+
+
+def guide_examples(data, where: str = "data") -> list[dict]:
+    if data.guide is None:
+        return []
+    guide = load_examples(data.guide)
+    if data.guide_data_num > len(guide):
+        raise DataError(f"{where}.guide_data_num={data.guide_data_num} but {data.guide.path} has {len(guide)} rows")
+    return guide[: data.guide_data_num or len(guide)]

@@ -1,0 +1,257 @@
+"""THE training loop, on accelerate: accumulation, clipping, schedules, precision, logging, checkpoints, resume.
+
+Methods compute a loss per micro-batch (methods/base.py); everything else happens here, once, for every
+method. DDP/FSDP/DeepSpeed come from `accelerate launch`, not from this file.
+
+A checkpoint directory `checkpoints/step-N` is complete or absent: it is written as `.tmp-step-N` and renamed.
+It holds the trainable weights (safetensors), optimizer, scheduler, each rank's RNG states, the streams'
+positions and the method's own state (e.g. Lisa's anchors), so a resumed run reproduces the losses of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from safealign.io import append_jsonl, progress_kwargs
+from safealign.methods.base import trainable_parameters
+
+NO_DECAY = ("bias", "norm")  # as HF Trainer: no weight decay on biases and normalisation weights
+
+
+def make_accelerator(cfg, log_dir: Path | None = None):
+    from accelerate import Accelerator
+
+    if cfg.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+    return Accelerator(mixed_precision=precision, log_with=list(cfg.report_to) or None,
+                       project_dir=str(log_dir) if log_dir else None)
+
+
+def total_steps(cfg, train_stream) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * train_stream.batches_per_epoch / cfg.grad_accum))
+
+
+def build_optimizer(model, cfg) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if any(k in name.lower() for k in NO_DECAY) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.adam_betas))
+
+
+def build_scheduler(optimizer, cfg, steps: int):
+    """Linear warm-up over ceil(warmup_ratio · steps) steps, then constant, cosine (to 0) or linear (to 0)."""
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, steps - warmup)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if cfg.scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# -------------------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict:
+    mt, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [mt, keys.tolist(), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    mt, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((mt, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    ckpts = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(out_dir, step, model, optimizer, scheduler, method, streams, accelerator, keep: int = 1) -> Path:
+    root = Path(out_dir) / "checkpoints"
+    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        params = {k: v.detach().cpu().contiguous() for k, v in trainable_parameters(model).items()}
+        save_file(params, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(method.state_dict(), tmp / "method.pt")
+        (tmp / "state.json").write_text(json.dumps(
+            {"step": step, "streams": {k: s.state_dict() for k, s in streams.items()}}))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp.rename(final)
+        for old in sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path, model, optimizer, scheduler, method, streams, accelerator) -> int:
+    path = Path(path)
+    saved = load_file(str(path / "trainable.safetensors"))
+    params = trainable_parameters(model)
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name].to(p.device, p.dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    method.load_state_dict(torch.load(path / "method.pt", weights_only=True))
+    state = json.loads((path / "state.json").read_text())
+    for name, s in streams.items():
+        s.load_state_dict(state["streams"][name])
+    rng = path / f"rng-{accelerator.process_index}.pt"
+    if rng.exists():
+        _set_rng_state(torch.load(rng, weights_only=True))
+    return state["step"] + 1
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+class _Window:
+    """Averages of the metrics of every micro-batch since the last log line."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        self.sums, self.counts = {}, {}
+        return out
+
+
+def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: int, stop_after: int | None = None) -> dict:
+    """Run `method` for the configured number of optimizer steps; resume from the latest checkpoint in
+    `out_dir` if there is one. `stop_after` (tests) stops after that many steps, as a kill would.
+    Returns {"steps", "final_loss", "tokens_per_s"}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    steps = total_steps(cfg, streams["train"])
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    method.setup(model, streams)
+    device_streams = {k: _OnDevice(s, accelerator.device) for k, s in streams.items()}
+
+    start = 0
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, method, streams, accelerator)
+        accelerator.print(f"resumed from {ckpt} at step {start}")
+    if cfg.report_to:
+        accelerator.init_trackers(out_dir.name)
+
+    metrics_file = out_dir / "metrics.jsonl"
+    window = _Window()
+    params = [p for p in model.parameters() if p.requires_grad]
+    t_last, tokens_last = time.perf_counter(), _tokens(streams)
+    last_loss = float("nan")
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {out_dir.name}",
+               disable=not accelerator.is_main_process, **progress_kwargs())
+    model.train()
+    for step in bar:
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            sync = micro == cfg.grad_accum - 1
+            with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
+                out = method.step(model, device_streams, step)
+            accelerator.backward(out.loss / cfg.grad_accum)
+            step_loss += out.loss.item() / cfg.grad_accum
+            window.add({"loss": out.loss.item(), **out.metrics})
+            for line in out.events:
+                if accelerator.is_main_process:
+                    bar.write(line)
+                    append_jsonl(metrics_file, {"step": step, "event": line})
+        if cfg.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            window.add({"grad_norm": float(grad_norm)})
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        last_loss = step_loss
+        done = step + 1
+        if done % cfg.log_every == 0 or done == steps:
+            now, tokens = time.perf_counter(), _tokens(streams)
+            row = {"step": done, "lr": scheduler.get_last_lr()[0], "epoch": round(streams["train"].epoch_float, 4),
+                   **{k: round(v, 6) for k, v in window.pop().items()},
+                   "tokens_per_s": round((tokens - tokens_last) * accelerator.num_processes / max(now - t_last, 1e-9), 1)}
+            t_last, tokens_last = now, tokens
+            if accelerator.is_main_process:
+                append_jsonl(metrics_file, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+            if cfg.report_to:
+                accelerator.log(row, step=done)
+        if stop_after is not None and done >= stop_after:
+            save_checkpoint(out_dir, step, model, optimizer, scheduler, method, streams, accelerator)
+            return {"steps": done, "final_loss": last_loss, "stopped": True}
+        if cfg.save_every and done % cfg.save_every == 0 and done < steps:
+            save_checkpoint(out_dir, step, model, optimizer, scheduler, method, streams, accelerator)
+    bar.close()
+    if cfg.report_to:
+        accelerator.end_training()
+    return {"steps": steps, "final_loss": last_loss, "model": accelerator.unwrap_model(model)}
+
+
+def _tokens(streams) -> int:
+    return sum(s.tokens_seen for s in streams.values())
+
+
+class _OnDevice:
+    """A stream whose batches arrive on the training device."""
+
+    def __init__(self, stream, device):
+        self.stream, self.device = stream, device
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return {k: v.to(self.device, non_blocking=True) for k, v in next(self.stream).items()}

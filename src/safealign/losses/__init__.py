@@ -1,0 +1,1 @@
+"""Pure loss functions: tensors in, unreduced tensors out, no model calls."""

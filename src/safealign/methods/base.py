@@ -1,0 +1,33 @@
+"""What a method is: a config dataclass, the streams it draws from, and `step` returning a loss.
+
+Methods never call backward() or optimizer.step(): the loop (loop.py) does. `step(model, streams, step)` is
+called once per micro-batch; `step` is the optimizer-step index, the same for every micro-batch of a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from safealign.losses.sft import batch_token_mean, sequence_nll
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, what the loop back-propagates
+    metrics: dict[str, float] = field(default_factory=dict)  # averaged over each logging interval
+    events: list[str] = field(default_factory=list)  # one-off lines written to the log as they happen
+
+
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Batch token-mean NLL of the response tokens, and the number of those tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll_sum, n_tokens = sequence_nll(logits, batch["labels"])
+    return batch_token_mean(nll_sum, n_tokens), int(n_tokens.sum())
+
+
+def trainable_parameters(model) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name, without the 'module.' prefix DDP adds, so anchors saved by a
+    one-process run load into a multi-process one."""
+    return {name.removeprefix("module."): p for name, p in model.named_parameters() if p.requires_grad}

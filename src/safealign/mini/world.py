@@ -1,0 +1,88 @@
+"""Build, cache and resolve the mini world.
+
+`mini:NAME` paths resolve into the cache directory ($SAFEALIGN_CACHE, default ~/.cache/safealign), building
+the world on first use. The build is deterministic from its seed and written atomically (a temp directory
+renamed), so a killed build leaves nothing half-made and concurrent builders do not collide.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+from safealign.errors import SafealignError
+from safealign.io import atomic_write_jsonl
+
+VERSION = 1  # bump when the generators or the build change: old caches are then ignored
+WORLD_SEED = 0
+
+SPLITS = {  # dataset -> split -> rows
+    "beavertails": {"30k_train": 3000, "30k_test": 500},
+    "sst2": {"train": 2000, "validation": 300},
+    "agnews": {"train": 2000, "test": 300},
+    "gsm8k": {"train": 1000, "test": 200},
+}
+MODELS = ("base", "judge")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SAFEALIGN_CACHE", Path.home() / ".cache" / "safealign"))
+
+
+def world_dir(seed: int = WORLD_SEED) -> Path:
+    return cache_root() / f"mini-v{VERSION}-seed{seed}"
+
+
+def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
+    name = ref.removeprefix("mini:")
+    if name not in MODELS and name not in SPLITS:
+        raise SafealignError(f"unknown mini-world item '{ref}' (have {', '.join('mini:' + n for n in (*MODELS, *SPLITS))})")
+    root = ensure_built(seed)
+    return root / name if name in MODELS else root / "data" / name
+
+
+def ensure_built(seed: int = WORLD_SEED) -> Path:
+    root = world_dir(seed)
+    if (root / "world.json").exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the world built
+        if not (root / "world.json").exists():
+            build(root, seed)
+    return root
+
+
+def build(root: Path, seed: int) -> None:
+    from safealign.mini import corpus
+    from safealign.mini.judge import judge_accuracy, train_judge
+    from safealign.mini.pretrain import pretrain_base, train_tokenizer
+
+    tmp = root.parent / f".{root.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    print(f"building the mini world (seed {seed}) in {root} ...", flush=True)
+    rng = random.Random(seed)
+    generators = {"beavertails": corpus.beavertails, "sst2": corpus.sst2, "agnews": corpus.agnews, "gsm8k": corpus.gsm8k}
+    for name, splits in SPLITS.items():
+        for i, (split, n) in enumerate(splits.items()):
+            rows = generators[name](rng, n, i) if name == "beavertails" else generators[name](rng, n)
+            atomic_write_jsonl(tmp / "data" / name / f"{split}.jsonl", rows)
+    tokenizer = train_tokenizer(tmp, random.Random(seed + 1))
+    timings = {"data_and_tokenizer_s": round(time.perf_counter() - t0, 1)}
+    pretrain_base(tmp / "base", tokenizer, random.Random(seed + 2), seed)
+    timings["base_s"] = round(time.perf_counter() - t0, 1)
+    train_judge(tmp / "judge", tokenizer, tmp / "data" / "beavertails" / "30k_train.jsonl", seed)
+    timings["judge_s"] = round(time.perf_counter() - t0, 1)
+    timings["judge_test_accuracy"] = judge_accuracy(tmp / "judge", tmp / "data" / "beavertails" / "30k_test.jsonl")
+    (tmp / "world.json").write_text(json.dumps({"version": VERSION, "seed": seed, "splits": SPLITS, **timings}, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    print(f"mini world built in {time.perf_counter() - t0:.0f}s (judge accuracy on 30k_test "
+          f"{timings['judge_test_accuracy']:.3f})", flush=True)

@@ -1,0 +1,138 @@
+"""Loading and saving models: local directories, hub ids and the mini world with the same code; LoRA through
+peft; the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into the base, train a fresh one).
+
+A stage's saved model directory holds `safealign_model.json`: {"kind": "adapter" | "full", "base": PATH}.
+`model_chain` follows it back to a plain model, so any stage output can be loaded, merged and evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from safealign.errors import SafealignError
+from safealign.io import atomic_write_json
+
+CHAIN_FILE = "safealign_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(path: str) -> str:
+    if path.startswith("mini:"):
+        from safealign.mini.world import resolve
+
+        return str(resolve(path))
+    return path
+
+
+def looks_like_hub_id(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 2 and all(parts) and not path.startswith((".", "~", "/"))
+
+
+def check_model_path(path: str, what: str = "model") -> None:
+    """Fail fast when a model path is neither a local directory nor a reachable hub id."""
+    if path.startswith(("mini:", "stage:")) or Path(path).is_dir():
+        return
+    if not looks_like_hub_id(path):
+        raise SafealignError(f"{what} path does not exist: {path}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise SafealignError(f"{what} '{path}' is not a local directory, not in the HF cache, and HF_HUB_OFFLINE=1")
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(path, timeout=10)  # the token comes from the environment or the HF login
+    except Exception as e:
+        raise SafealignError(f"{what} '{path}' is not a local directory and the hub cannot serve it: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+
+
+def model_chain(path: str) -> list[str]:
+    """[base, adapter_1, ..., adapter_k]: the plain model and the adapters to merge into it, in order."""
+    path = resolve_model_path(path)
+    meta_file = Path(path) / CHAIN_FILE
+    if not meta_file.exists():
+        return [path]
+    meta = json.loads(meta_file.read_text())
+    if meta["kind"] == "full":
+        return [path]
+    return model_chain(meta["base"]) + [path]
+
+
+def pick_dtype(name: str, precision: str = "fp32") -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if torch.cuda.is_available() and precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_chain(path)[0], trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:  # Llama tokenizers ship none; the Lisa code pads with id 0 (unk)
+        tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """Load the chain's base and merge every adapter of the chain into it."""
+    from transformers import AutoModelForCausalLM
+
+    chain = model_chain(path)
+    model = AutoModelForCausalLM.from_pretrained(chain[0], dtype=dtype, trust_remote_code=trust_remote_code)
+    return merge_adapters(model, chain[1:])
+
+
+def merge_adapters(model, adapters: list[str]):
+    from peft import PeftModel
+
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
+def add_lora(model, cfg, gradient_checkpointing: bool = False):
+    """A fresh LoRA adapter (or, with cfg.enabled false, every weight trainable)."""
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if not cfg.enabled:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # the frozen embeddings must pass a grad-requiring input to checkpoints
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        raise SafealignError(f"lora.target_modules: the model has no module named {', '.join(missing)}")
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+                      modules_to_save=list(cfg.modules_to_save) or None, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def save_model(model, tokenizer, out_dir: Path, base: str) -> None:
+    """Save the adapter (peft format, loadable by peft, TRL and vLLM) or the full model, and the chain file."""
+    from peft import PeftModel
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    kind = "adapter" if isinstance(model, PeftModel) else "full"
+    atomic_write_json(out_dir / CHAIN_FILE, {"kind": kind, "base": str(Path(base).resolve()) if Path(base).exists() else base})
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

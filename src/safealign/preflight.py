@@ -1,0 +1,63 @@
+"""Checks before a run starts, each failing fast with one clear message: model and data paths exist (or the
+hub can serve them), the output disk has room, the device supports the requested precision."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from safealign.errors import SafealignError
+from safealign.models import check_model_path
+
+MIN_FREE_GB = 1.0
+
+
+def preflight(recipe, units, run_dir: Path) -> None:
+    todo = [u for u in units if not u.cached]
+    for unit in todo:
+        cfg = unit.config
+        where = f"stages.{unit.stage}"
+        if unit.kind == "train":
+            check_model_path(cfg.model.path, f"{where}.model.path")
+            for name in ("task", "poison", "guide"):
+                source = getattr(cfg.data, name)
+                if source is not None:
+                    check_data_path(source.path, f"{where}.data.{name}.path")
+            check_precision(cfg.train.precision, f"{where}.train.precision")
+        else:
+            check_model_path(unit.model, f"{where}.models.{unit.label}")
+            for name, eval_cfg in cfg.evals.items():
+                check_data_path(eval_cfg.data.path, f"{where}.evals.{name}.data.path")
+                if getattr(eval_cfg, "judge", None) == "moderation":
+                    check_model_path(eval_cfg.judge_path, f"{where}.evals.{name}.judge_path")
+    if todo:
+        check_disk(run_dir)
+
+
+def check_data_path(path: str, where: str) -> None:
+    from safealign.data.files import _looks_like_hub_id
+
+    if path.startswith("mini:") or Path(path).exists():
+        return
+    if not _looks_like_hub_id(path):
+        raise SafealignError(f"{where}: data path does not exist: {path}")
+
+
+def check_precision(precision: str, where: str) -> None:
+    if precision == "fp32":
+        return
+    if not torch.cuda.is_available():
+        raise SafealignError(f"{where}: {precision} needs a CUDA GPU and none is visible; use precision=fp32 on CPU")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise SafealignError(f"{where}: this GPU does not support bf16; use fp16 or fp32")
+
+
+def check_disk(run_dir: Path, min_free_gb: float = MIN_FREE_GB) -> None:
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    if free_gb < min_free_gb:
+        raise SafealignError(f"only {free_gb:.1f} GiB free under {probe}; a run needs at least {min_free_gb} GiB")

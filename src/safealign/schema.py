@@ -1,0 +1,195 @@
+"""The config schema shared by every pipeline: model, LoRA, data, training, and the stage kinds of a recipe.
+
+Every default lives here with one line of help; recipes (YAML) hold only what differs.
+Method and evaluation configs live beside their code (methods/*.py, evals/*.py) and are chosen by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from safealign.config import choose_from, one_of, opt
+from safealign.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    path: str = opt("mini:base", "local directory, hub id, 'mini:base' or 'stage:NAME' (the output of an earlier stage)")
+    trust_remote_code: bool = opt(False, "run the model repository's own Python code (off unless you trust it)")
+    dtype: str = opt("auto", "weights dtype when loading: auto (float32 on CPU, the training precision on GPU), float32, bfloat16, float16")
+    max_length: int = opt(512, "truncate prompt+response to this many tokens")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory (works with LoRA)")
+
+    def validate(self, where: str) -> None:
+        one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), f"{where}.dtype")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = opt(True, "train a LoRA adapter (peft); false trains all weights")
+    r: int = opt(8, "LoRA rank")
+    alpha: float = opt(4, "LoRA alpha (the update is scaled by alpha/r)")
+    dropout: float = opt(0.1, "dropout on the LoRA input")
+    target_modules: list[str] = opt(["q_proj", "v_proj"], "module names to adapt")
+    modules_to_save: list[str] = opt([], "modules trained in full and saved with the adapter (e.g. a score head)")
+
+
+@dataclass
+class SourceConfig:
+    source: str = opt("", "dataset family, a key of safealign.data.SOURCES (beavertails, sst2, agnews, gsm8k, alpaca)")
+    path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, or 'mini:NAME'")
+    split: str = opt("train", "split to read (ignored for a single file)")
+    select: str = opt("all", "row filter: all, or for BeaverTails safe / unsafe (by is_safe)")
+
+    def validate(self, where: str) -> None:
+        if not self.source or not self.path:
+            raise ConfigError(f"{where}: both 'source' and 'path' are required")
+        one_of(self.select, ("all", "safe", "unsafe"), f"{where}.select")
+
+
+@dataclass
+class DataConfig:
+    task: SourceConfig | None = opt(None, "the user's (benign) training data")
+    poison: SourceConfig | None = opt(None, "harmful rows mixed into the task data")
+    sample_num: int = opt(0, "rows in the training mix (task + poison); 0 = every task row and no poison")
+    poison_ratio: float = opt(0.0, "share of sample_num taken from `poison` (the first int(ratio*sample_num) rows)")
+    guide: SourceConfig | None = opt(None, "alignment (guide) data for defenses such as Lisa")
+    guide_data_num: int = opt(0, "rows of guide data (the first N); 0 = all")
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.poison_ratio <= 1.0:
+            raise ConfigError(f"{where}.poison_ratio: must be within [0, 1], got {self.poison_ratio}")
+        if self.sample_num < 0 or self.guide_data_num < 0:
+            raise ConfigError(f"{where}: sample_num and guide_data_num must be >= 0")
+        if self.poison_ratio > 0 and self.poison is None:
+            raise ConfigError(f"{where}.poison_ratio is {self.poison_ratio} but no 'poison' source is given")
+        if self.poison_ratio > 0 and self.sample_num == 0:
+            raise ConfigError(f"{where}.sample_num: must be > 0 when poison_ratio > 0")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = opt(1e-4, "peak learning rate (AdamW)")
+    epochs: float = opt(1.0, "passes over the task data (the 'train' stream)")
+    max_steps: int = opt(0, "optimizer steps; > 0 overrides epochs")
+    batch_size: int = opt(8, "micro-batch size per process")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    weight_decay: float = opt(0.0, "AdamW weight decay (not applied to biases and norm weights)")
+    adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
+    warmup_ratio: float = opt(0.0, "share of steps with linear warm-up from 0")
+    scheduler: str = opt("constant", "learning-rate schedule after warm-up: constant, cosine, linear")
+    max_grad_norm: float = opt(1.0, "clip the gradient norm to this; 0 disables clipping")
+    precision: str = opt("fp32", "fp32, bf16 or fp16 (mixed precision through accelerate)")
+    tf32: bool = opt(False, "allow TF32 matmuls on Ampere+ GPUs")
+    log_every: int = opt(10, "optimizer steps per log line / metrics.jsonl row")
+    save_every: int = opt(0, "optimizer steps between checkpoints; 0 = only the final one")
+    report_to: list[str] = opt([], "extra trackers: tensorboard, wandb")
+    shuffle: bool = opt(True, "reshuffle the training data every epoch")
+
+    def validate(self, where: str) -> None:
+        one_of(self.scheduler, ("constant", "cosine", "linear"), f"{where}.scheduler")
+        one_of(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
+        for tracker in self.report_to:
+            one_of(tracker, ("tensorboard", "wandb"), f"{where}.report_to")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError(f"{where}: batch_size and grad_accum must be >= 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"{where}.warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
+
+
+def _method_class(name: Any, where: str) -> type:
+    from safealign.methods import METHODS
+
+    one_of(str(name), tuple(METHODS), f"{where}.name")
+    return METHODS[name].Config
+
+
+def _eval_configs(value: Any, where: str) -> dict:
+    from safealign.config import build
+    from safealign.evals import EVALS
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of evaluation name -> settings")
+    out = {}
+    for name, settings in value.items():
+        one_of(str(name), tuple(EVALS), f"{where}")
+        out[name] = build(EVALS[name].Config, settings or {}, f"{where}.{name}")
+    return out
+
+
+@dataclass
+class TrainStage:
+    """Train one model: load `model` (merging the adapters of the stages it comes from), add a fresh LoRA
+    adapter, and run `method` on `data` with the shared loop."""
+
+    kind: str = opt("train", "stage kind")
+    model: ModelConfig = opt(None, "the model to start from")
+    lora: LoraConfig = opt(None, "adapter settings")
+    data: DataConfig = opt(None, "training data")
+    method: Any = opt(None, "training method: {name: sft|lisa, ...its settings}", choose_by=choose_from(_method_class))
+    train: TrainConfig = opt(None, "optimisation and loop settings")
+    seed: int = opt(-1, "random seed; -1 takes the recipe's seed")
+
+    def __post_init__(self) -> None:
+        from safealign.methods.sft import SFTConfig
+
+        self.model = self.model or ModelConfig()
+        self.lora = self.lora or LoraConfig()
+        self.data = self.data or DataConfig()
+        self.method = self.method or SFTConfig()
+        self.train = self.train or TrainConfig()
+
+    def validate(self, where: str) -> None:
+        if self.data.task is None:
+            raise ConfigError(f"{where}.data.task: a train stage needs task data")
+
+
+@dataclass
+class EvalStage:
+    """Evaluate each model in `models` with every evaluation in `evals`; one cached unit per model."""
+
+    kind: str = opt("eval", "stage kind")
+    models: dict[str, str] = opt({}, "label -> model path (usually 'stage:NAME'); the labels name rows of results.json")
+    evals: Any = opt({}, "evaluation name -> settings (harmful_score, finetune_accuracy)", choose_by=_eval_configs)
+    dtype: str = opt("auto", "weights dtype for evaluation")
+    trust_remote_code: bool = opt(False, "run the model repository's own Python code")
+    seed: int = opt(-1, "random seed; -1 takes the recipe's seed")
+
+    def validate(self, where: str) -> None:
+        if not self.models:
+            raise ConfigError(f"{where}.models: an eval stage needs at least one model")
+        if not self.evals:
+            raise ConfigError(f"{where}.evals: an eval stage needs at least one evaluation")
+
+
+STAGE_KINDS = {"train": TrainStage, "eval": EvalStage}
+
+
+def _stages(value: Any, where: str) -> dict:
+    from safealign.config import build
+
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: expected a non-empty mapping of stage name -> stage")
+    out = {}
+    for name, stage in value.items():
+        if not isinstance(stage, dict):
+            raise ConfigError(f"{where}.{name}: expected a mapping")
+        kind = stage.get("kind", "train")
+        one_of(str(kind), tuple(STAGE_KINDS), f"{where}.{name}.kind")
+        out[str(name)] = build(STAGE_KINDS[kind], stage, f"{where}.{name}")
+    return out
+
+
+@dataclass
+class Recipe:
+    name: str = opt("run", "recipe name; also the default run directory runs/<name>")
+    description: str = opt("", "one line on what the recipe reproduces")
+    seed: int = opt(42, "seed for every stage that does not set its own")
+    output_dir: str = opt("", "run directory; default runs/<name>")
+    stages: Any = opt({}, "stage name -> stage (kind: train | eval), run in order", choose_by=_stages)
+    report: dict[str, str] = opt({}, "extra lines for report.md: title -> text")
+
+    def validate(self, where: str) -> None:
+        if not self.stages:
+            raise ConfigError(f"{where or 'recipe'}: 'stages' is required")

@@ -61,7 +61,7 @@ def train_tokenizer(root: Path, rng: random.Random):
     return fast
 
 
-def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, steps: int = 160) -> None:
+def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, steps: int = 150) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

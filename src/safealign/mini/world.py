@@ -78,7 +78,7 @@ def build(root: Path, seed: int) -> None:
     timings = {"data_and_tokenizer_s": round(time.perf_counter() - t0, 1)}
     pretrain_base(tmp / "base", tokenizer, random.Random(seed + 2), seed)
     timings["base_s"] = round(time.perf_counter() - t0, 1)
-    train_judge(tmp / "judge", tokenizer, tmp / "data" / "beavertails" / "30k_train.jsonl", seed)
+    train_judge(tmp / "judge", tokenizer, tmp / "data" / "beavertails" / "30k_train.jsonl", seed, tmp / "base")
     timings["judge_s"] = round(time.perf_counter() - t0, 1)
     timings["judge_test_accuracy"] = judge_accuracy(tmp / "judge", tmp / "data" / "beavertails" / "30k_test.jsonl")
     (tmp / "world.json").write_text(json.dumps({"version": VERSION, "seed": seed, "splits": SPLITS, **timings}, indent=2))

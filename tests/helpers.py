@@ -1,0 +1,18 @@
+"""Small builders shared by the loop and method tests."""
+
+from __future__ import annotations
+
+from safealign.data.formats import tokenize_example
+from safealign.data.streams import BatchStream
+
+
+def features(tokenizer, n: int, output: str = "positive") -> list[dict]:
+    """n Alpaca examples whose responses have the same token count (equal-length sequences make the
+    batch token mean equal the mean of per-batch means, so accumulation and DDP compare exactly)."""
+    words = ["good", "bad", "great", "awful"]
+    rows = [{"instruction": "analyze sentiment", "input": f"the film is {words[i % 4]}", "output": output} for i in range(n)]
+    return [tokenize_example(tokenizer, r, 512) for r in rows]
+
+
+def stream(tokenizer, n: int, batch_size: int, seed: int = 0, output: str = "positive") -> BatchStream:
+    return BatchStream(features(tokenizer, n, output), batch_size, tokenizer.pad_token_id, seed)

@@ -1,0 +1,83 @@
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from safealign.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _recipe(tmp_path, tiny_llama, tiny_judge, data_dir) -> Path:
+    bt = str(data_dir / "beavertails")
+    sst2 = str(data_dir / "sst2")
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    train = {"max_steps": 3, "batch_size": 2, "log_every": 1}
+    recipe = {
+        "name": "tiny", "output_dir": str(tmp_path / "run"), "seed": 1,
+        "stages": {
+            "align": {"model": {"path": str(tiny_llama)}, "lora": lora, "train": train,
+                      "data": {"task": {"source": "beavertails", "path": bt, "split": "30k_train", "select": "safe"}, "sample_num": 10}},
+            "lisa": {"model": {"path": "stage:align"}, "lora": lora, "train": train,
+                     "data": {"task": {"source": "sst2", "path": sst2}, "sample_num": 20, "poison_ratio": 0.1,
+                              "poison": {"source": "beavertails", "path": bt, "split": "30k_train", "select": "unsafe"},
+                              "guide": {"source": "beavertails", "path": bt, "split": "30k_train", "select": "safe"}, "guide_data_num": 5},
+                     "method": {"name": "lisa", "rho": 1.0, "alignment_step": 1, "finetune_step": 1}},
+            "evaluate": {"kind": "eval", "models": {"aligned": "stage:align", "lisa": "stage:lisa"},
+                         "evals": {"harmful_score": {"data": {"source": "beavertails", "path": bt, "split": "30k_test"},
+                                                     "num": 4, "judge_path": str(tiny_judge), "max_new_tokens": 4},
+                                   "finetune_accuracy": {"data": {"source": "sst2", "path": sst2, "split": "validation"},
+                                                         "num": 4, "max_new_tokens": 2}}},
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_recipe_runs_end_to_end_then_reuses_every_stage(tmp_path, tiny_llama, tiny_judge, data_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_llama, tiny_judge, data_dir)
+    assert main(["run", str(recipe)]) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert set(results) == {"aligned", "lisa"}
+    assert results["lisa"]["n_harmful"] == 4 and results["lisa"]["n_task"] == 4
+    assert 0 <= results["lisa"]["harmful_score"] <= 100
+    for f in ("config.yaml", "report.md", "results.png", "timings.json"):
+        assert (run / f).exists(), f
+    assert (run / "stages/lisa/model/adapter_model.safetensors").exists()
+    assert len((run / "stages/evaluate/lisa/eval/harmful_score.samples.jsonl").read_text().splitlines()) == 4
+    assert "lisa: step 1: alignment -> finetune" in (run / "stages/lisa/metrics.jsonl").read_text()
+    timings = json.loads((run / "timings.json").read_text())
+    assert timings["align"]["wall_s"] > 0 and timings["align"]["peak_mem_mb"] > 0
+    capsys.readouterr()
+
+    assert main(["run", str(recipe)]) == 0  # nothing changed: every unit is reused
+    out = capsys.readouterr().out
+    assert out.count(": cached") == 4 and "running" not in out
+
+    assert main(["run", str(recipe), "stages.lisa.method.rho=0", "--dry-run"]) == 0  # only lisa and its eval rerun
+    out = capsys.readouterr().out
+    assert re.search(r"align \(train, cached", out) and re.search(r"lisa \(train, will run", out)
+    assert re.search(r"evaluate/aligned \(eval, cached", out) and re.search(r"evaluate/lisa \(eval, will run", out)
+
+
+def test_readme_commands_parse_and_dry_run(capsys):
+    """Every `safealign run ...` line of the README runs with --dry-run, so the docs cannot drift from the CLI."""
+    commands = re.findall(r"^(?:accelerate launch -m )?safealign (run [^\n#]+?)\s*(?:#.*)?$", README.read_text(), re.M)
+    assert len(commands) >= 4
+    for command in commands:
+        args = command.split()
+        if "--dry-run" not in args:
+            args.append("--dry-run")
+        assert main(args) == 0, command
+    out = capsys.readouterr().out
+    assert "rho: 3.0" in out and "alignment_step: 100" in out  # lisa-llama2-7b carries the paper's settings
+
+
+def test_cli_lists_recipes_and_schema(capsys):
+    assert main(["recipes"]) == 0
+    assert {"lisa", "lisa-llama2-7b", "lisa-paper"} <= set(line.split()[0] for line in capsys.readouterr().out.splitlines())
+    assert main(["schema", "method"]) == 0
+    assert "rho (1.0)" in capsys.readouterr().out

@@ -53,12 +53,7 @@ def recipe_path(ref: str) -> Path:
 
 
 def load_recipe(ref: str, overrides: list[str] = ()) -> Recipe:
-    data = apply_overrides(load_yaml(recipe_path(ref)), list(overrides))
-    recipe = build(Recipe, data)
-    for name, stage in recipe.stages.items():
-        if stage.seed < 0:
-            stage.seed = recipe.seed
-    return recipe
+    return load_recipe_dict(apply_overrides(load_yaml(recipe_path(ref)), list(overrides)))
 
 
 def single_stage_recipe(kind: str, config_path: str, overrides: list[str] = ()) -> Recipe:
@@ -73,6 +68,7 @@ def single_stage_recipe(kind: str, config_path: str, overrides: list[str] = ()) 
 
 
 def load_recipe_dict(data: dict) -> Recipe:
+    """Build and validate a recipe; stages without their own seed take the recipe's."""
     recipe = build(Recipe, data)
     for stage in recipe.stages.values():
         if stage.seed < 0:

@@ -9,6 +9,7 @@ they computed the same thing (losses to a tolerance, identical greedy outputs an
   hs        harmful-score evaluation: batched generation + batched judging vs one prompt (and one judgement) at a
             time, as the original pred.py / eval_sentiment.py do
   lisa      the `lisa` recipe's wall time, stage by stage
+  fabe      FABE's training step: one batched forward over every candidate vs one forward per candidate
 
 Default model and data: the mini world (built on first use). `--model PATH` runs sft/dpo on another causal LM.
 Peak memory is the process's peak RSS during the side (reset before it; Linux) on CPU, or peak allocated CUDA
@@ -239,6 +240,57 @@ def bench_hs(args) -> dict:
             "same": same_answers == same_flags == len(prompts)}
 
 
+# -------------------------------------------------------------------------------------------------- FABE
+
+
+def bench_fabe(args) -> dict:
+    """A FABE step (MLE + ListMLE) with all B·N candidates in one forward against the same loss from N·B
+    single-sequence forwards (what scoring candidates one by one costs); same weights, same batch."""
+    from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
+    from safealign.data.formats import collate
+    from safealign.losses.ranking import length_normalized_logps, listmle_loss
+    from safealign.losses.sft import token_log_probs
+    from safealign.methods.fabe import FABE, FABEConfig
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    rows = read_candidates("mini:code_backdoor", "train")[: args.batch_size]
+    features = [tokenize_candidates(tokenizer, r, 1024) for r in rows]
+    batch = collate_candidates(features, tokenizer.pad_token_id)
+    model = load_causal_lm(args.model)
+    method, cfg = FABE(FABEConfig(), 1), FABEConfig()
+
+    def batched():
+        model.zero_grad()
+        loss = method.step(model, {"train": iter([batch])}, 0).loss
+        loss.backward()
+        return loss.item()
+
+    def separate():
+        model.zero_grad()
+        scores, nll, tokens = [], 0.0, 0
+        for f in features:
+            row = []
+            for k, seq in enumerate(f["sequences"]):
+                one = collate([seq], tokenizer.pad_token_id)
+                logps, mask = token_log_probs(model(input_ids=one["input_ids"], attention_mask=one["attention_mask"]).logits,
+                                              one["labels"])
+                row.append(length_normalized_logps(logps, mask)[0])
+                if k == 0:  # MLE on the best candidate: a token sum, normalised over the batch below
+                    nll, tokens = nll - (logps * mask).sum(), tokens + int(mask.sum())
+            scores.append(torch.stack(row))
+        loss = cfg.mle_weight * nll / tokens + cfg.rank_weight * listmle_loss(torch.stack(scores), cfg.tau).mean()
+        loss.backward()
+        return loss.item()
+
+    a, b = repeat(batched, args.repeats), repeat(separate, args.repeats)
+    diff = abs(a["result"] - b["result"])
+    n = len(features[0]["sequences"])
+    return {"what": f"FABE step, {len(features)} inputs x {n} candidates", "ours_s": a["seconds_all"],
+            "separate_s": b["seconds_all"], "speed_ratio": b["seconds"] / a["seconds"], "loss_abs_diff": diff,
+            "same": diff < 1e-5}
+
+
 # ------------------------------------------------------------------------------------------- lisa recipe
 
 
@@ -276,6 +328,11 @@ def table(results: dict) -> str:
         lines.append(f"| harmful score: batched vs one at a time | {statistics.median(r['ours_s']):.1f} s | "
                      f"{statistics.median(r['one_at_a_time_s']):.1f} s | {r['speed_ratio']:.2f} | – | "
                      f"answers {r['identical_answers']}, judgements {r['identical_judgements']} |")
+    if "fabe" in results:
+        r = results["fabe"]
+        lines.append(f"| {r['what']}: one batched forward vs one per candidate | {statistics.median(r['ours_s']) * 1000:.0f} ms | "
+                     f"{statistics.median(r['separate_s']) * 1000:.0f} ms | {r['speed_ratio']:.2f} | – | "
+                     f"{r['same']} (loss abs. diff {r['loss_abs_diff']:.1e}) |")
     if "lisa" in results:
         r = results["lisa"]
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages_s"].items())
@@ -285,7 +342,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="sft,dpo,hs,lisa", help="comma-separated subset of sft,dpo,hs,lisa")
+    p.add_argument("--only", default="sft,dpo,hs,fabe,lisa", help="comma-separated subset of sft,dpo,hs,fabe,lisa")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
@@ -311,6 +368,8 @@ def main(argv=None) -> int:
         results["dpo_precomputed"] = bench_dpo(args, precompute=True)
     if "hs" in wanted:
         results["hs"] = bench_hs(args)
+    if "fabe" in wanted:
+        results["fabe"] = bench_fabe(args)
     if "lisa" in wanted:
         results["lisa"] = bench_lisa(args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

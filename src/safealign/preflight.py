@@ -29,8 +29,9 @@ def preflight(recipe, units, run_dir: Path) -> None:
                     check_data_path(source.path, f"{where}.data.{name}.path")
             for name, path in cfg.data.pairs.items():
                 check_data_path(path, f"{where}.data.pairs.{name}")
-            if cfg.data.validation:
-                check_data_path(cfg.data.validation, f"{where}.data.validation")
+            for name in ("validation", "candidates"):
+                if getattr(cfg.data, name):
+                    check_data_path(getattr(cfg.data, name), f"{where}.data.{name}")
             check_precision(cfg.train.precision, f"{where}.train.precision")
         elif unit.kind == "pairs":
             check_data_path(cfg.path, f"{where}.path")
@@ -52,10 +53,10 @@ def preflight(recipe, units, run_dir: Path) -> None:
 
 
 def _eval_data_paths(eval_cfg):
-    """The data an evaluation reads: a source (`data`), a pairs file (`pairs`) or a prompts file (`prompts`)."""
+    """The data an evaluation reads: a source or a path (`data`), a pairs file (`pairs`) or a prompts file (`prompts`)."""
     names = {f.name for f in dataclasses.fields(eval_cfg)}
     if "data" in names:
-        yield "data.path", eval_cfg.data.path
+        yield ("data", eval_cfg.data) if isinstance(eval_cfg.data, str) else ("data.path", eval_cfg.data.path)
     for name in ("pairs", "prompts"):
         if name in names:
             yield name, getattr(eval_cfg, name)

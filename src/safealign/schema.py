@@ -73,12 +73,18 @@ class DataConfig:
     pairs_num: int = opt(0, "first N pairs of each pairs stream; 0 = all")
     validation: str = opt("", "pairs file evaluated during training (perplexity of the chosen responses, "
                               "every train.eval_every steps); pair-data methods only")
+    candidates: str = opt("", "rows of N scored candidate rewrites {prompt, candidates, scores} (or Tuna's "
+                              "instruction/output/score): local file or directory, hub id or 'mini:code_backdoor'")
+    candidates_split: str = opt("train", "split of `candidates`: of a directory or hub id, or of `candidates_ratios`")
+    candidates_ratios: list[float] = opt([], "(train, validation, test) shares that cut one file's rows into splits "
+                                             "(fixed shuffle); empty = the splits as given")
+    candidates_num: int = opt(0, "first N candidate rows; 0 = all")
 
     def validate(self, where: str) -> None:
         if not 0.0 <= self.poison_ratio <= 1.0:
             raise ConfigError(f"{where}.poison_ratio: must be within [0, 1], got {self.poison_ratio}")
-        if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num) < 0:
-            raise ConfigError(f"{where}: sample_num, guide_data_num, pairs_num and harmful_num must be >= 0")
+        if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num, self.candidates_num) < 0:
+            raise ConfigError(f"{where}: sample_num, guide_data_num, pairs_num, harmful_num and candidates_num must be >= 0")
         if self.guide_mix and (self.guide is None or self.sample_num == 0):
             raise ConfigError(f"{where}.guide_mix: mixing guide rows in needs 'guide' and sample_num > 0")
         if self.pairs and self.task is not None:
@@ -176,6 +182,10 @@ class TrainStage:
             raise ConfigError(f"{where}.data.validation: the validation perplexity is for policies; "
                               f"'{self.method.registry_name}' trains a score model")
         name = self.method.registry_name
+        if method.data_kind == "candidates":
+            if not self.data.candidates:
+                raise ConfigError(f"{where}.data.candidates: method '{name}' trains on scored candidates")
+            return
         if wants_pairs:
             for stream in method.streams:
                 if stream not in self.data.pairs:

@@ -31,6 +31,8 @@ def run_train(unit, resolve) -> dict:
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     if method_cls.data_kind == "pairs":
         streams, summary = _pair_streams(cfg, tokenizer, accelerator, method_cls.pair_labels)
+    elif method_cls.data_kind == "candidates":
+        streams, summary = _candidate_streams(cfg, tokenizer, accelerator)
     else:
         streams, summary = _example_streams(cfg, tokenizer, accelerator, f"stages.{unit.stage}.data")
     dtype = pick_dtype(cfg.model.dtype, cfg.train.precision)
@@ -113,6 +115,19 @@ def _validation(cfg, tokenizer):
     chosen = [tokenize_pair(tokenizer, p, cfg.model.max_length)["chosen"] for p in read_pairs(cfg.data.validation)]
     return lambda model: {"chosen_perplexity": response_perplexity(model, chosen, tokenizer.pad_token_id,
                                                                    cfg.train.batch_size)}
+
+
+def _candidate_streams(cfg, tokenizer, accelerator):
+    """'train': rows of N scored candidates, each row one sample of N sequences (data/candidates.py)."""
+    from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
+    from safealign.data.streams import BatchStream
+
+    rows = read_candidates(cfg.data.candidates, cfg.data.candidates_split, cfg.seed, cfg.data.candidates_ratios)
+    rows = rows[: cfg.data.candidates_num or len(rows)]
+    features = [tokenize_candidates(tokenizer, r, cfg.model.max_length) for r in rows]
+    stream = BatchStream(features, cfg.train.batch_size, seed=cfg.seed, collate_fn=collate_candidates,
+                         **_stream_kwargs(cfg, tokenizer, accelerator))
+    return {"train": stream}, f"{len(rows)} rows of {len(rows[0]['candidates'])} candidates"
 
 
 def run_eval(unit, resolve) -> dict:

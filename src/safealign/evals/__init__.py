@@ -3,7 +3,7 @@
 
 from types import SimpleNamespace
 
-from safealign.evals import arena, harmful_score, score_accuracy, task_accuracy
+from safealign.evals import arena, backdoor, harmful_score, score_accuracy, task_accuracy
 
 EVALS = {
     "harmful_score": SimpleNamespace(Config=harmful_score.HarmfulScoreConfig, run=harmful_score.run, model_kind="causal_lm"),
@@ -11,4 +11,5 @@ EVALS = {
                                          model_kind="causal_lm"),
     "arena": SimpleNamespace(Config=arena.ArenaConfig, run=arena.run, model_kind="causal_lm"),
     "score_accuracy": SimpleNamespace(Config=score_accuracy.ScoreAccuracyConfig, run=score_accuracy.run, model_kind="score"),
+    "backdoor_cleaning": SimpleNamespace(Config=backdoor.BackdoorCleaningConfig, run=backdoor.run, model_kind="causal_lm"),
 }

@@ -3,6 +3,7 @@
 from safealign.methods.booster import Booster
 from safealign.methods.dpo import DPO
 from safealign.methods.ewc import EWC
+from safealign.methods.fabe import FABE
 from safealign.methods.lisa import Lisa
 from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
@@ -21,4 +22,5 @@ METHODS = {
     "cost_model": CostModel,
     "dpo": DPO,
     "safe_mm_dpo": SafeMMDPO,
+    "fabe": FABE,
 }

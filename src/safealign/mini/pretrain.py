@@ -13,6 +13,9 @@ from safealign.evals.judges import MODERATION_FORMAT
 from safealign.mini import corpus
 
 VOCAB_SIZE = 2048
+# Data added after the tokenizer was settled stays out of its corpus, so adding it leaves the tokenizer, the base
+# and every earlier pipeline's numbers unchanged (code is then encoded in smaller byte-level pieces).
+TOKENIZER_EXCLUDES = ("code_backdoor",)
 BLOCK = 128
 BASE_CONFIG = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4,
                    num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=True)
@@ -79,7 +82,8 @@ def train_tokenizer(root: Path, rng: random.Random):
 
     texts = pretraining_texts(random.Random(rng.random()))
     for split_file in sorted((root / "data").glob("*/*.jsonl")):
-        texts.append(split_file.read_text(encoding="utf-8"))
+        if split_file.parent.name not in TOKENIZER_EXCLUDES:
+            texts.append(split_file.read_text(encoding="utf-8"))
     texts.append(MODERATION_FORMAT + " " + build_prompt({"instruction": "x", "input": "y"}))
     texts += [sst2.INSTRUCTION, agnews.INSTRUCTION]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
 
-VERSION = 4  # bump when the generators or the build change: old caches are then ignored
+VERSION = 9  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
 WORLD_CHECK_MIN = 0.95  # the base's sentiment probe and the judge's test accuracy, recorded in world.json
 
@@ -27,9 +27,13 @@ SPLITS = {  # dataset -> split -> rows
     "sst2": {"train": 2000, "validation": 300},
     "agnews": {"train": 2000, "test": 300},
     "gsm8k": {"train": 1000, "test": 200},
-    "pku_saferlhf": {"train": 2000, "test": 400},  # last: the datasets above keep their random draws
+    "pku_saferlhf": {"train": 2000, "test": 400},
+    "code_backdoor": {"train": 2000, "test": 200},  # last: the datasets above keep their random draws
 }
 MODELS = ("base", "judge")
+# Models only some pipelines use, built from the world on first use (so the world build stays short):
+# name -> "module:function" called as function(out_dir, world_root, seed) -> dict of checks.
+EXTRA_MODELS = {"coder": "safealign.mini.code:pretrain_coder"}
 
 
 def cache_root() -> Path:
@@ -42,10 +46,37 @@ def world_dir(seed: int = WORLD_SEED) -> Path:
 
 def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
     name = ref.removeprefix("mini:")
-    if name not in MODELS and name not in SPLITS:
-        raise SafealignError(f"unknown mini-world item '{ref}' (have {', '.join('mini:' + n for n in (*MODELS, *SPLITS))})")
+    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS):
+        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS))
+        raise SafealignError(f"unknown mini-world item '{ref}' (have {known})")
     root = ensure_built(seed)
+    if name in EXTRA_MODELS:
+        return ensure_extra_model(root, name, seed)
     return root / name if name in MODELS else root / "data" / name
+
+
+def ensure_extra_model(root: Path, name: str, seed: int) -> Path:
+    """Build an EXTRA_MODELS entry into the world directory once, atomically and under a lock like the world."""
+    import importlib
+
+    out = root / name
+    if (out / "build.json").exists():
+        return out
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "build.json").exists():
+            tmp = root / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            module, function = EXTRA_MODELS[name].split(":")
+            t0 = time.perf_counter()
+            print(f"building mini:{name} in {out} ...", flush=True)
+            checks = getattr(importlib.import_module(module), function)(tmp, root, seed)
+            info = {"built_s": round(time.perf_counter() - t0, 1), **checks}
+            (tmp / "build.json").write_text(json.dumps(info, indent=2))
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+            print(f"mini:{name} built in {info['built_s']:.0f}s ({json.dumps(checks)})", flush=True)
+    return out
 
 
 def ensure_built(seed: int = WORLD_SEED) -> Path:
@@ -61,7 +92,7 @@ def ensure_built(seed: int = WORLD_SEED) -> Path:
 
 
 def build(root: Path, seed: int) -> None:
-    from safealign.mini import corpus
+    from safealign.mini import code, corpus
     from safealign.mini.judge import judge_accuracy, train_judge
     from safealign.mini.pretrain import pretrain_base, train_tokenizer
 
@@ -72,8 +103,8 @@ def build(root: Path, seed: int) -> None:
     print(f"building the mini world (seed {seed}) in {root} ...", flush=True)
     rng = random.Random(seed)
     generators = {"beavertails": corpus.beavertails, "sst2": corpus.sst2, "agnews": corpus.agnews, "gsm8k": corpus.gsm8k,
-                  "pku_saferlhf": corpus.pku_saferlhf}
-    with_split_salt = ("beavertails", "pku_saferlhf")  # their train and test prompts come from disjoint combinations
+                  "pku_saferlhf": corpus.pku_saferlhf, "code_backdoor": code.code_backdoor}
+    with_split_salt = ("beavertails", "pku_saferlhf", "code_backdoor")  # train and test from disjoint combinations
     for name, splits in SPLITS.items():
         for i, (split, n) in enumerate(splits.items()):
             rows = generators[name](rng, n, i) if name in with_split_salt else generators[name](rng, n)

@@ -5,7 +5,7 @@ Papers: DPO, Rafailov et al. 2023, arXiv 2305.18290 (Eq. 7); IPO, Azar et al. 20
 cDPO label smoothing, Mitchell 2023 (https://ericmitchell.ai/cdpo.pdf); SLiC hinge, Zhao et al. 2023,
 arXiv 2305.10425; MM-DPO, Zhang et al. 2025, arXiv 2502.10391 (dynamic reward scaling);
 Safe RLHF / PPO-Lagrangian, Dai et al. 2023, arXiv 2310.12773 (the λ dual update); the k3 KL estimator,
-Schulman 2020 (http://joschu.net/blog/kl-approx.html).
+Schulman 2020 (http://joschu.net/blog/kl-approx.html); ORPO, Hong et al. 2024, arXiv 2403.07691 (Eqs. 4, 6, 7).
 """
 
 from __future__ import annotations
@@ -54,6 +54,25 @@ def dpo_loss(
     else:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}")
     return losses, (beta * chosen_logratios).detach(), (beta * rejected_logratios).detach()
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x < 0, stable on both sides of −ln 2 (Mächler 2012): log(−expm1(x)) near 0,
+    log1p(−exp(x)) below."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_log_odds(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor) -> torch.Tensor:
+    """log odds(y_w|x) − log odds(y_l|x), odds(y|x) = P/(1 − P) with P = exp(mean token log-prob) (ORPO Eq. 4:
+    the length-normalised likelihood). Inputs (B,) per-token MEAN log-probs over response tokens; returns (B,)."""
+    c, r = chosen_avg_logps.float(), rejected_avg_logps.float()
+    return (c - r) - (log1mexp(c) - log1mexp(r))
+
+
+def orpo_odds_ratio_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor) -> torch.Tensor:
+    """ORPO's L_OR = −log σ(log odds ratio) per pair (Eq. 7), (B,), unreduced; the method adds β · its batch
+    mean to the chosen response's NLL (Eq. 6, β playing λ)."""
+    return -F.logsigmoid(orpo_log_odds(chosen_avg_logps, rejected_avg_logps))
 
 
 def margin_adaptive_beta(

@@ -5,6 +5,7 @@ from safealign.methods.dpo import DPO
 from safealign.methods.ewc import EWC
 from safealign.methods.fabe import FABE
 from safealign.methods.lisa import Lisa
+from safealign.methods.orpo import ORPO
 from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
 from safealign.methods.sft import SFT
@@ -23,4 +24,5 @@ METHODS = {
     "dpo": DPO,
     "safe_mm_dpo": SafeMMDPO,
     "fabe": FABE,
+    "orpo": ORPO,
 }

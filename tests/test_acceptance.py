@@ -2,8 +2,9 @@
 reproduce the direction of the Lisa paper's Table 3 (issue #2, acceptance 1), `safe-mm-dpo` the preference
 pipeline's (issue #3, acceptance 1), `hft-defenses` must leave every defense at or below SFT's harmful score
 (issue #7, acceptance 1), `fabe` must clean triggers and keep the functions working, with a higher ranking
-agreement than MLE alone (issue #5, acceptance 1). Slow (about sixteen minutes together with the world
-build); CI runs them after the default suite."""
+agreement than MLE alone (issue #5, acceptance 1), `sft-orpo` must raise the chosen-over-rejected log odds
+beyond SFT and beyond its NLL term alone (issue #6, acceptance 1). Slow (about eighteen minutes together with
+the world build); CI runs them after the default suite."""
 
 import json
 import os
@@ -73,3 +74,14 @@ def test_fabe_recipe_cleans_triggers_and_keeps_functions_working(tmp_path, monke
     assert ranked["trigger_removal"] >= 90 and ranked["functional_preservation"] >= 90
     assert ranked["ranking_tau"] > mle["ranking_tau"]
     assert ranked["n_poisoned"] + ranked["n_clean"] == 200
+
+
+@pytest.mark.slow
+def test_sft_orpo_recipe_raises_the_chosen_over_rejected_log_odds(tmp_path, monkeypatch):
+    run_dir, results = run_recipe("sft-orpo", tmp_path, monkeypatch)
+    sft, nll_only, orpo = results["sft"], results["nll_only"], results["orpo"]
+    assert orpo["log_odds_ratio"] > sft["log_odds_ratio"]
+    assert orpo["log_odds_ratio"] > nll_only["log_odds_ratio"]  # the odds-ratio term, not more SFT, does it
+    assert "mini_colours/acc" in orpo
+    assert (run_dir / "stages/export/model/config.json").exists()
+    assert (run_dir / "stages/prepare/DATA_CARD.md").exists()

@@ -1,5 +1,6 @@
 import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -66,11 +67,11 @@ def test_recipe_runs_end_to_end_then_reuses_every_stage(tmp_path, tiny_llama, ti
 def test_readme_commands_parse_and_dry_run(capsys):
     """Every `safealign run|data pairs ...` line of the README runs with --dry-run, so the docs cannot drift
     from the CLI."""
-    commands = re.findall(r"^(?:accelerate launch -m )?safealign ((?:run|data pairs) [^\n#]+?)\s*(?:#.*)?$",
+    commands = re.findall(r"^(?:accelerate launch -m )?safealign ((?:run|data pairs|data prepare) [^\n#]+?)\s*(?:#.*)?$",
                           README.read_text(), re.M)
     assert len(commands) >= 6 and any(c.startswith("data pairs") for c in commands)
     for command in commands:
-        args = command.split()
+        args = shlex.split(command)  # as a shell would: quoted overrides stay whole
         if "--dry-run" not in args:
             args.append("--dry-run")
         assert main(args) == 0, command

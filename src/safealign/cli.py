@@ -1,4 +1,4 @@
-"""`safealign run|train|eval|generate|data|stop|world|recipes|schema`.
+"""`safealign run|train|eval|generate|data|export|stop|world|recipes|schema`.
 
 Errors in the user's input (SafealignError) print as one line and exit with status 2; no traceback.
 """
@@ -54,8 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     pairs.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. path=PKU-Alignment/PKU-SafeRLHF "
                                                "output_dir=data/pku (keys: `safealign schema pairs`)")
     pairs.add_argument("--dry-run", action="store_true")
-    pairs.set_defaults(func=cmd_data_pairs)
+    pairs.set_defaults(func=cmd_data, kind="pairs")
+    prepare = data_sub.add_parser("prepare", help="instruction-tuning data: read sources, normalise, dedup, filter by "
+                                                  "language and length; sft.jsonl / pairs.jsonl, stats.json, DATA_CARD.md")
+    prepare.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...] (keys: `safealign schema prepare`)")
+    prepare.add_argument("--dry-run", action="store_true", help="print the plan (sources, filters, outputs); touch nothing")
+    prepare.set_defaults(func=cmd_data, kind="prepare")
 
+    export = sub.add_parser("export", help="export a trained model: its adapter, or merged into its base")
+    export.add_argument("model", help="a stage's model directory (runs/NAME/stages/STAGE/model) or any model directory")
+    export.add_argument("out", help="a new directory to write")
+    export.add_argument("--merge", action="store_true", help="merge the adapters into the base; sharded safetensors")
+    export.add_argument("--base", default="", help="the full-precision base to merge into (e.g. after QLoRA)")
+    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    export.add_argument("--max-shard-size", default="2GB")
+    export.set_defaults(func=cmd_export)
     stop = sub.add_parser("stop", help="stop a run started with --detach")
     stop.add_argument("run_dir")
     stop.set_defaults(func=cmd_stop)
@@ -67,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     recipes.set_defaults(func=cmd_recipes)
 
     schema = sub.add_parser("schema", help="every config key with its default and help")
-    schema.add_argument("what", choices=["train", "eval", "generate", "pairs", "recipe", "method", "evals"])
+    schema.add_argument("what", choices=["train", "eval", "generate", "pairs", "prepare", "export", "recipe", "method",
+                                         "evals"])
     schema.set_defaults(func=cmd_schema)
     return p
 
@@ -98,10 +112,21 @@ def cmd_single(args) -> int:
     return 0
 
 
-def cmd_data_pairs(args) -> int:
+def cmd_data(args) -> int:
+    """`safealign data pairs|prepare [CONFIG] [key=value ...]`: a one-stage recipe of that kind."""
     config = args.args[0] if args.args and args.args[0].endswith((".yaml", ".yml")) else None
     overrides = args.args[1:] if config else args.args
-    args.kind, args.config, args.overrides = "pairs", config, overrides
+    args.config, args.overrides = config, overrides
+    if args.kind == "prepare" and args.dry_run:
+        import dataclasses
+
+        from safealign.data.prepare import PrepareConfig, plan as data_plan
+        from safealign.pipeline import plan, single_stage_recipe
+
+        (unit,) = plan(single_stage_recipe("prepare", config, overrides))
+        fields = {f.name: getattr(unit.config, f.name) for f in dataclasses.fields(PrepareConfig)}
+        print(data_plan(PrepareConfig(**{**fields, "output_dir": str(unit.out_dir)})))
+        return 0
     return cmd_single(args)
 
 
@@ -153,6 +178,14 @@ def cmd_stop(args) -> int:
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink()
     print(f"stopped run {pid} (process group); rerun the same command to resume")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from safealign.export import export_model
+
+    out = export_model(args.model, Path(args.out), args.merge, args.base, args.dtype, args.max_shard_size)
+    print(f"exported {'merged model' if args.merge else 'adapter'} to {out}")
     return 0
 
 

@@ -78,13 +78,36 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
-    """Load the chain's base and merge every adapter of the chain into it."""
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                   quantization: str = "none"):
+    """Load the chain's base and merge every adapter of the chain into it; `quantization: nf4` loads a plain
+    base in 4-bit NF4 with double quantisation for QLoRA (bf16 compute where the dtype is bf16, else fp32)."""
     from transformers import AutoModelForCausalLM
 
     chain = model_chain(path)
-    model = AutoModelForCausalLM.from_pretrained(chain[0], dtype=dtype, trust_remote_code=trust_remote_code)
+    extra = {}
+    if quantization == "nf4":
+        extra["quantization_config"] = nf4_config(chain, dtype)
+    model = AutoModelForCausalLM.from_pretrained(chain[0], dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     return merge_adapters(model, chain[1:])
+
+
+def nf4_config(chain: list[str], dtype: torch.dtype):
+    """bitsandbytes' NF4 + double quantisation (the QLoRA paper's setting), or a one-line reason it cannot run."""
+    import importlib.util
+
+    missing = [what for what, ok in (("a CUDA device", torch.cuda.is_available()),
+                                     ("bitsandbytes", importlib.util.find_spec("bitsandbytes") is not None)) if not ok]
+    if missing:
+        raise SafealignError(f"model.quantization nf4 (QLoRA) needs {' and '.join(missing)}; set model.quantization=none "
+                             f"to train LoRA on the full-precision base")
+    if len(chain) > 1:  # the earlier adapters would be merged into rounded 4-bit weights
+        raise SafealignError(f"model.quantization nf4: {chain[-1]} is an adapter chain; export it merged "
+                             f"(safealign export --merge) and train on that directory")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
 
 
 def merge_adapters(model, adapters: list[str]):
@@ -95,8 +118,9 @@ def merge_adapters(model, adapters: list[str]):
     return model
 
 
-def add_lora(model, cfg, gradient_checkpointing: bool = False):
-    """A fresh LoRA adapter (or, with cfg.enabled false, every weight trainable)."""
+def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool = False):
+    """A fresh LoRA adapter (or, with cfg.enabled false, every weight trainable); `quantized`: the model was
+    loaded in 4 bits (QLoRA)."""
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -104,7 +128,10 @@ def add_lora(model, cfg, gradient_checkpointing: bool = False):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:  # QLoRA: norms in fp32, input grads for checkpointing
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
     if gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings must pass a grad-requiring input to checkpoints

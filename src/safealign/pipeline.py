@@ -27,7 +27,7 @@ from pathlib import Path
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
 from safealign.errors import ConfigError
 from safealign.io import atomic_write_json, atomic_write_text
-from safealign.schema import EvalStage, PairsStage, Recipe
+from safealign.schema import EvalStage, ExportStage, PairsStage, PrepareStage, Recipe
 
 CACHE_VERSION = 1  # bump when a change to the code makes old stage outputs wrong
 
@@ -77,7 +77,7 @@ def load_recipe_dict(data: dict) -> Recipe:
 
     recipe = build(Recipe, expand_sweep(data))
     for stage in recipe.stages.values():
-        if stage.seed < 0:
+        if getattr(stage, "seed", 0) < 0:  # an export stage draws nothing and has no seed
             stage.seed = recipe.seed
     return recipe
 
@@ -115,7 +115,8 @@ def plan(recipe: Recipe) -> list[Unit]:
                 _link_all(unit, {k: v for k, v in to_dict(stage).items() if k != "models"}, by_stage, f"stages.{name}")
                 units.append(unit)
         else:
-            model = stage.path if isinstance(stage, PairsStage) else stage.model.path
+            model = {PairsStage: lambda: stage.path, PrepareStage: lambda: stage.tokenizer, ExportStage: lambda: stage.model
+                     }.get(type(stage), lambda: stage.model.path)()
             unit = Unit(name, name, stage.kind, stage, run_dir / "stages" / name, model=model)
             _link_all(unit, to_dict(stage), by_stage, f"stages.{name}")
             units.append(unit)

@@ -29,7 +29,7 @@ def preflight(recipe, units, run_dir: Path) -> None:
                     check_data_path(source.path, f"{where}.data.{name}.path")
             for name, path in cfg.data.pairs.items():
                 check_data_path(path, f"{where}.data.pairs.{name}")
-            for name in ("validation", "candidates"):
+            for name in ("validation", "candidates", "messages"):
                 if getattr(cfg.data, name):
                     check_data_path(getattr(cfg.data, name), f"{where}.data.{name}")
             check_precision(cfg.train.precision, f"{where}.train.precision")
@@ -41,6 +41,12 @@ def preflight(recipe, units, run_dir: Path) -> None:
             for name in ("reward_model", "cost_model"):
                 if getattr(cfg, name):
                     check_model_path(getattr(cfg, name), f"{where}.{name}")
+        elif unit.kind == "prepare":
+            check_model_path(cfg.tokenizer, f"{where}.tokenizer")
+            for k, source in enumerate(cfg.sources):
+                check_data_path(source.path, f"{where}.sources[{k}].path")
+        elif unit.kind == "export":
+            check_model_path(cfg.model, f"{where}.model")
         else:
             check_model_path(unit.model, f"{where}.models.{unit.label}")
             for name, eval_cfg in cfg.evals.items():

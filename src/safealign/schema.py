@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from safealign.config import choose_from, one_of, opt
+from safealign.data.prepare import PrepareConfig
 from safealign.errors import ConfigError
 
 
@@ -20,9 +21,12 @@ class ModelConfig:
     dtype: str = opt("auto", "weights dtype when loading: auto (float32 on CPU, the training precision on GPU), float32, bfloat16, float16")
     max_length: int = opt(512, "truncate prompt+response to this many tokens")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory (works with LoRA)")
+    quantization: str = opt("none", "none | nf4: QLoRA, the base loaded in 4-bit NormalFloat with double "
+                                    "quantisation (bitsandbytes, a CUDA device); LoRA trains on top")
 
     def validate(self, where: str) -> None:
         one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), f"{where}.dtype")
+        one_of(self.quantization, ("none", "nf4"), f"{where}.quantization")
 
 
 @dataclass
@@ -73,6 +77,14 @@ class DataConfig:
     pairs_num: int = opt(0, "first N pairs of each pairs stream; 0 = all")
     validation: str = opt("", "pairs file evaluated during training (perplexity of the chosen responses, "
                               "every train.eval_every steps); pair-data methods only")
+    messages: str = opt("", "conversations {messages: [{role, content}]} for SFT under the tokenizer's chat template "
+                            "(loss on assistant tokens only), e.g. 'stage:prepare/sft.jsonl'")
+    messages_num: int = opt(0, "first N conversations; 0 = all")
+    mixing: str = opt("", "a prepare stage's stats.json ('stage:prepare/stats.json'): each epoch draws as many "
+                          "conversations as the file has from that stage's sampler (language share, source x length "
+                          "rotation, curriculum) instead of a shuffle")
+    template: str = opt("alpaca", "prompt template of examples and pairs: alpaca (the Lisa / Safe RLHF code's) | chat "
+                                  "(the tokenizer's chat template, one user turn)")
     candidates: str = opt("", "rows of N scored candidate rewrites {prompt, candidates, scores} (or Tuna's "
                               "instruction/output/score): local file or directory, hub id or 'mini:code_backdoor'")
     candidates_split: str = opt("train", "split of `candidates`: of a directory or hub id, or of `candidates_ratios`")
@@ -83,8 +95,12 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if not 0.0 <= self.poison_ratio <= 1.0:
             raise ConfigError(f"{where}.poison_ratio: must be within [0, 1], got {self.poison_ratio}")
-        if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num, self.candidates_num) < 0:
-            raise ConfigError(f"{where}: sample_num, guide_data_num, pairs_num, harmful_num and candidates_num must be >= 0")
+        if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num, self.candidates_num,
+               self.messages_num) < 0:
+            raise ConfigError(f"{where}: the *_num counts must be >= 0")
+        one_of(self.template, ("alpaca", "chat"), f"{where}.template")
+        if self.messages and (self.task is not None or self.pairs):
+            raise ConfigError(f"{where}.messages: give conversations, 'task' examples or 'pairs', one of them")
         if self.guide_mix and (self.guide is None or self.sample_num == 0):
             raise ConfigError(f"{where}.guide_mix: mixing guide rows in needs 'guide' and sample_num > 0")
         if self.pairs and self.task is not None:
@@ -178,6 +194,8 @@ class TrainStage:
 
         method = METHODS[self.method.registry_name]
         wants_pairs = method.data_kind == "pairs"
+        if self.model.quantization != "none" and not self.lora.enabled:
+            raise ConfigError(f"{where}.model.quantization: quantised weights do not train; enable lora (QLoRA)")
         if self.data.validation and method.model_kind != "causal_lm":
             raise ConfigError(f"{where}.data.validation: the validation perplexity is for policies; "
                               f"'{self.method.registry_name}' trains a score model")
@@ -191,8 +209,13 @@ class TrainStage:
                 if stream not in self.data.pairs:
                     raise ConfigError(f"{where}.data.pairs.{stream}: method '{name}' needs this pairs stream")
             return
+        if self.data.messages:
+            if method.streams != ("train",):
+                raise ConfigError(f"{where}.data.messages: method '{name}' needs streams {method.streams}; "
+                                  f"conversations make only 'train'")
+            return
         if self.data.task is None:
-            raise ConfigError(f"{where}.data.task: method '{name}' trains on task data")
+            raise ConfigError(f"{where}.data.task: method '{name}' trains on task data (or data.messages: conversations)")
         if "guide" in method.streams and (self.data.guide is None or self.data.guide_mix):
             raise ConfigError(f"{where}.data.guide: method '{name}' needs alignment (guide) data as its own stream")
         if "harmful" in method.streams and self.data.harmful is None:
@@ -267,7 +290,41 @@ class GenerateStage:
             raise ConfigError(f"{where}.num_samples: greedy decoding (temperature 0) gives one response per prompt")
 
 
-STAGE_KINDS = {"train": TrainStage, "eval": EvalStage, "pairs": PairsStage, "generate": GenerateStage}
+@dataclass
+class PrepareStage(PrepareConfig):
+    """Instruction-tuning data preparation (data/prepare.py) into the stage directory: sft.jsonl and/or
+    pairs.jsonl, stats.json, DATA_CARD.md (later stages read 'stage:NAME/sft.jsonl')."""
+
+    kind: str = opt("prepare", "stage kind")
+    tokenizer: str = opt("mini:base", "model whose tokenizer measures lengths for the buckets")
+    seed: int = opt(-1, "seed of the sampler; -1 takes the recipe's seed")
+
+    def validate(self, where: str = "prepare") -> None:
+        if self.output_dir:
+            raise ConfigError(f"{where}.output_dir: a prepare stage writes into its own stage directory")
+        super().validate(where)
+
+
+@dataclass
+class ExportStage:
+    """Export a trained model into the stage directory's `model/`: its adapter (peft format), or merged into its
+    base as sharded safetensors with the tokenizer (export.py)."""
+
+    kind: str = opt("export", "stage kind")
+    model: str = opt("", "the model to export, usually 'stage:NAME'")
+    merge: bool = opt(True, "merge the adapters into the base; false exports the adapter alone")
+    base: str = opt("", "full-precision base to merge into instead of the chain's own (after QLoRA)")
+    dtype: str = opt("float32", "dtype of the merged weights: float32, bfloat16, float16")
+    max_shard_size: str = opt("2GB", "largest safetensors shard")
+
+    def validate(self, where: str) -> None:
+        if not self.model:
+            raise ConfigError(f"{where}.model: an export stage needs a model")
+        one_of(self.dtype, ("float32", "bfloat16", "float16"), f"{where}.dtype")
+
+
+STAGE_KINDS = {"train": TrainStage, "eval": EvalStage, "pairs": PairsStage, "generate": GenerateStage,
+               "prepare": PrepareStage, "export": ExportStage}
 
 
 def _stages(value: Any, where: str) -> dict:

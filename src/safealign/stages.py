@@ -10,6 +10,7 @@ generate: sample responses from a model, score and filter them, write prompt/res
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from safealign.errors import DataError
 from safealign.io import atomic_write_json, atomic_write_jsonl
@@ -33,13 +34,16 @@ def run_train(unit, resolve) -> dict:
         streams, summary = _pair_streams(cfg, tokenizer, accelerator, method_cls.pair_labels)
     elif method_cls.data_kind == "candidates":
         streams, summary = _candidate_streams(cfg, tokenizer, accelerator)
+    elif cfg.data.messages:
+        streams, summary = _chat_streams(cfg, tokenizer, accelerator)
     else:
         streams, summary = _example_streams(cfg, tokenizer, accelerator, f"stages.{unit.stage}.data")
     dtype = pick_dtype(cfg.model.dtype, cfg.train.precision)
     # The fresh adapter's initial weights come from the global generator: seed it here, or they would depend on
     # whatever ran earlier in this process (which stages were cached), and reruns of a unit would differ.
     torch.manual_seed(cfg.seed)
-    model = add_lora(load_causal_lm(model_path, dtype, cfg.model.trust_remote_code), cfg.lora, cfg.model.gradient_checkpointing)
+    model = add_lora(load_causal_lm(model_path, dtype, cfg.model.trust_remote_code, cfg.model.quantization), cfg.lora,
+                     cfg.model.gradient_checkpointing, quantized=cfg.model.quantization != "none")
     if method_cls.model_kind == "score":
         model = ScoreModel(model)
     trainable, total = count_parameters(model)
@@ -84,13 +88,57 @@ def _example_streams(cfg, tokenizer, accelerator, where: str):
                      f"{len(extra['harmful'])} harmful rows")
 
 
+def _chat_streams(cfg, tokenizer, accelerator):
+    """'train': conversations under the chat template, the loss on assistant tokens (data/chat.py)."""
+    from safealign.data.chat import check_messages, tokenize_messages
+    from safealign.data.files import load_rows
+    from safealign.data.streams import BatchStream
+
+    rows = load_rows(cfg.data.messages, "train")
+    n = cfg.data.messages_num or len(rows)
+    for i in range(min(n, len(rows))):
+        check_messages(rows.rows[i].get("messages"), rows.where(i))
+    chosen, how = rows.rows[:n], "shuffled"
+    if cfg.data.mixing:
+        chosen, how = _mixed_order(chosen, cfg.data.mixing), f"in the order of {cfg.data.mixing}'s sampler"
+    features = [tokenize_messages(tokenizer, r["messages"], cfg.model.max_length) for r in chosen]
+    kwargs = _stream_kwargs(cfg, tokenizer, accelerator)
+    if cfg.data.mixing:  # the sampler's order is the plan: no reshuffle on top
+        kwargs["shuffle"] = False
+    stream = BatchStream(features, cfg.train.batch_size, seed=cfg.seed, **kwargs)
+    return {"train": stream}, f"{len(features)} conversations, {how}"
+
+
+def _mixed_order(rows: list[dict], stats_path: str) -> list[dict]:
+    """len(rows) draws from the sampler the prepare stage planned (its config is in its stats.json)."""
+    import itertools
+    import json
+
+    from safealign.config import build
+    from safealign.data.prepare import PrepareConfig, sampler_of
+
+    cfg = build(PrepareConfig, json.loads(Path(stats_path).read_text())["config"])
+    if any("lang" not in r or "bucket" not in r for r in rows):
+        raise DataError(f"data.mixing: the conversations lack 'lang' / 'bucket' (they are not a prepare stage's output)")
+    return list(itertools.islice(sampler_of(rows, cfg), len(rows)))
+
+
+def pair_tokenizer(template: str):
+    """tokenize_pair (the Alpaca prompt) or tokenize_chat_pair (the chat template), by data.template."""
+    from safealign.data.chat import tokenize_chat_pair
+    from safealign.data.formats import tokenize_pair
+
+    return tokenize_chat_pair if template == "chat" else tokenize_pair
+
+
 def _pair_streams(cfg, tokenizer, accelerator, labels: tuple[str, ...]):
     """One stream of preference pairs per entry of data.pairs (the first pairs_num of each); every pair must
     carry the method's `labels`."""
-    from safealign.data.formats import collate_pairs, tokenize_pair
+    from safealign.data.formats import collate_pairs
     from safealign.data.pairs import read_pairs
     from safealign.data.streams import BatchStream
 
+    tokenize_pair = pair_tokenizer(cfg.data.template)
     streams, counts = {}, []
     for i, (name, path) in enumerate(cfg.data.pairs.items()):
         pairs = read_pairs(path)
@@ -108,10 +156,10 @@ def _pair_streams(cfg, tokenizer, accelerator, labels: tuple[str, ...]):
 
 def _validation(cfg, tokenizer):
     """evaluate(model) -> {"chosen_perplexity"} on the validation pairs' chosen responses."""
-    from safealign.data.formats import tokenize_pair
     from safealign.data.pairs import read_pairs
     from safealign.evals.perplexity import response_perplexity
 
+    tokenize_pair = pair_tokenizer(cfg.data.template)
     chosen = [tokenize_pair(tokenizer, p, cfg.model.max_length)["chosen"] for p in read_pairs(cfg.data.validation)]
     return lambda model: {"chosen_perplexity": response_perplexity(model, chosen, tokenizer.pad_token_id,
                                                                    cfg.train.batch_size)}
@@ -149,7 +197,8 @@ def run_eval(unit, resolve) -> dict:
         if kind not in models:
             models[kind] = loaders[kind](path, pick_dtype(cfg.dtype, "bf16"), cfg.trust_remote_code).to(device)
         torch.manual_seed(cfg.seed)
-        m, records = EVALS[name].run(resolve_refs(eval_cfg, resolve), models[kind], tokenizer)
+        files = {"out_dir": unit.out_dir / "eval"} if getattr(EVALS[name], "writes_files", False) else {}
+        m, records = EVALS[name].run(resolve_refs(eval_cfg, resolve), models[kind], tokenizer, **files)
         atomic_write_jsonl(unit.out_dir / "eval" / f"{name}.samples.jsonl", records)
         atomic_write_json(unit.out_dir / "eval" / f"{name}.json", m)
         metrics.update(m)
@@ -193,4 +242,32 @@ def run_generate(unit, resolve) -> dict:
     return generate_data(resolve_refs(unit.config, resolve), unit.out_dir)
 
 
-RUNNERS = {"train": run_train, "eval": run_eval, "pairs": run_pairs, "generate": run_generate}
+def run_prepare(unit, resolve) -> dict:
+    from safealign.data.files import resolve_data_path
+    from safealign.data.prepare import PrepareConfig, prepare
+    from safealign.models import load_tokenizer, resolve_model_path
+
+    cfg = unit.config
+    tokenizer = load_tokenizer(resolve_model_path(resolve(cfg.tokenizer)))
+    sources = [dataclasses.replace(s, path=resolve_data_path(resolve(s.path))) for s in cfg.sources]
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PrepareConfig)}
+    run_cfg = PrepareConfig(**{**fields, "sources": sources, "output_dir": str(unit.out_dir)})
+    stats = prepare(run_cfg, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return {k: v for k, v in stats.items() if k not in ("config",)}
+
+
+def run_export(unit, resolve) -> dict:
+    import shutil
+
+    from safealign.export import export_model
+
+    cfg = unit.config
+    out = unit.out_dir / "model"
+    shutil.rmtree(out, ignore_errors=True)  # a rerun replaces what an interrupted one left
+    export_model(resolve(cfg.model), out, cfg.merge, resolve(cfg.base) if cfg.base else "", cfg.dtype, cfg.max_shard_size)
+    print(f"   exported {'the merged model' if cfg.merge else 'the adapter'} to {out}", flush=True)
+    return {"path": str(out), "merged": cfg.merge, "files": sorted(p.name for p in out.iterdir())}
+
+
+RUNNERS = {"train": run_train, "eval": run_eval, "pairs": run_pairs, "generate": run_generate, "prepare": run_prepare,
+           "export": run_export}

@@ -18,7 +18,7 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
 
-VERSION = 9  # bump when the generators or the build change: old caches are then ignored
+VERSION = 11  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
 WORLD_CHECK_MIN = 0.95  # the base's sentiment probe and the judge's test accuracy, recorded in world.json
 
@@ -28,8 +28,12 @@ SPLITS = {  # dataset -> split -> rows
     "agnews": {"train": 2000, "test": 300},
     "gsm8k": {"train": 1000, "test": 200},
     "pku_saferlhf": {"train": 2000, "test": 400},
-    "code_backdoor": {"train": 2000, "test": 200},  # last: the datasets above keep their random draws
+    "code_backdoor": {"train": 2000, "test": 200},
+    "chat_sft": {"train": 600},
+    "chat_pairs": {"train": 800, "test": 200},
+    "chat_mc": {"test": 100},  # last: the datasets above keep their random draws
 }
+LM_EVAL_TASKS = "lm_eval_tasks"  # `mini:lm_eval_tasks`: a local lm-evaluation-harness task directory
 MODELS = ("base", "judge")
 # Models only some pipelines use, built from the world on first use (so the world build stays short):
 # name -> "module:function" called as function(out_dir, world_root, seed) -> dict of checks.
@@ -45,14 +49,17 @@ def world_dir(seed: int = WORLD_SEED) -> Path:
 
 
 def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
-    name = ref.removeprefix("mini:")
-    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS):
-        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS))
+    """`mini:NAME` (a model, a dataset directory or the lm-eval task directory), or `mini:NAME/FILE` inside it."""
+    name, _, rest = ref.removeprefix("mini:").partition("/")
+    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS, LM_EVAL_TASKS):
+        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS, LM_EVAL_TASKS))
         raise SafealignError(f"unknown mini-world item '{ref}' (have {known})")
     root = ensure_built(seed)
     if name in EXTRA_MODELS:
-        return ensure_extra_model(root, name, seed)
-    return root / name if name in MODELS else root / "data" / name
+        path = ensure_extra_model(root, name, seed)
+    else:
+        path = root / name if name in (*MODELS, LM_EVAL_TASKS) else root / "data" / name
+    return path / rest if rest else path
 
 
 def ensure_extra_model(root: Path, name: str, seed: int) -> Path:
@@ -92,7 +99,7 @@ def ensure_built(seed: int = WORLD_SEED) -> Path:
 
 
 def build(root: Path, seed: int) -> None:
-    from safealign.mini import code, corpus
+    from safealign.mini import chat, code, corpus
     from safealign.mini.judge import judge_accuracy, train_judge
     from safealign.mini.pretrain import pretrain_base, train_tokenizer
 
@@ -103,12 +110,15 @@ def build(root: Path, seed: int) -> None:
     print(f"building the mini world (seed {seed}) in {root} ...", flush=True)
     rng = random.Random(seed)
     generators = {"beavertails": corpus.beavertails, "sst2": corpus.sst2, "agnews": corpus.agnews, "gsm8k": corpus.gsm8k,
-                  "pku_saferlhf": corpus.pku_saferlhf, "code_backdoor": code.code_backdoor}
-    with_split_salt = ("beavertails", "pku_saferlhf", "code_backdoor")  # train and test from disjoint combinations
+                  "pku_saferlhf": corpus.pku_saferlhf, "code_backdoor": code.code_backdoor, "chat_sft": chat.chat_sft,
+                  "chat_pairs": chat.chat_pairs, "chat_mc": chat.chat_mc}
+    # train and test from disjoint combinations
+    with_split_salt = ("beavertails", "pku_saferlhf", "code_backdoor", "chat_pairs")
     for name, splits in SPLITS.items():
         for i, (split, n) in enumerate(splits.items()):
             rows = generators[name](rng, n, i) if name in with_split_salt else generators[name](rng, n)
             atomic_write_jsonl(tmp / "data" / name / f"{split}.jsonl", rows)
+    chat.write_lm_eval_task(tmp / LM_EVAL_TASKS, root / "data" / "chat_mc" / "test.jsonl")  # the path after the rename
     tokenizer = train_tokenizer(tmp, random.Random(seed + 1))
     timings = {"data_and_tokenizer_s": round(time.perf_counter() - t0, 1)}
     probe_rows = read_jsonl(tmp / "data" / "sst2" / "validation.jsonl")

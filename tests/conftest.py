@@ -4,6 +4,7 @@ small datasets written in the real schemas. Nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -16,6 +17,20 @@ WORDS = ("the film is good bad great awful positive negative how can I hurt stea
          "below instruction describes task write response appropriately completes request input provides further "
          "context analyze sentiment of and respond only or ### Instruction: Input: Response: BEGINNING OF "
          "CONVERSATION: USER: ASSISTANT:").split()
+
+
+LN2 = math.log(2.0)
+
+
+def softplus(x: float) -> float:
+    """−log σ(−x), in plain floats: the loss tests' hand computations."""
+    return math.log1p(math.exp(x))
+
+
+def t(*xs):
+    import torch
+
+    return torch.tensor(xs, dtype=torch.float64)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

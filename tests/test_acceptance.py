@@ -3,8 +3,9 @@ reproduce the direction of the Lisa paper's Table 3 (issue #2, acceptance 1), `s
 pipeline's (issue #3, acceptance 1), `hft-defenses` must leave every defense at or below SFT's harmful score
 (issue #7, acceptance 1), `fabe` must clean triggers and keep the functions working, with a higher ranking
 agreement than MLE alone (issue #5, acceptance 1), `sft-orpo` must raise the chosen-over-rejected log odds
-beyond SFT and beyond its NLL term alone (issue #6, acceptance 1). Slow (about eighteen minutes together with
-the world build); CI runs them after the default suite."""
+beyond SFT and beyond its NLL term alone (issue #6, acceptance 1), `unlearn-tofu` must forget with NPO at
+little cost in model utility, and GA at more (issue #4, acceptance 1). Slow (about twenty-two minutes together
+with the world build); CI runs them after the default suite."""
 
 import json
 import os
@@ -85,3 +86,15 @@ def test_sft_orpo_recipe_raises_the_chosen_over_rejected_log_odds(tmp_path, monk
     assert "mini_colours/acc" in orpo
     assert (run_dir / "stages/export/model/config.json").exists()
     assert (run_dir / "stages/prepare/DATA_CARD.md").exists()
+
+
+@pytest.mark.slow
+def test_unlearn_tofu_recipe_npo_forgets_and_keeps_utility(tmp_path, monkeypatch):
+    _, results = run_recipe("unlearn-tofu", tmp_path, monkeypatch)
+    tuned, npo, ga = results["finetune"], results["npo"], results["ga"]
+    assert tuned["forget_rouge"] >= 0.8
+    assert npo["forget_rouge"] <= 0.5 * tuned["forget_rouge"]
+    assert npo["model_utility"] >= 0.8 * tuned["model_utility"]
+    assert ga["model_utility"] < npo["model_utility"]
+    assert results["retain"]["forget_quality"] == 1.0  # the retain model against itself
+    assert all("forget_quality" in results[k] for k in ("ga_easy_first", "graddiff_easy_first", "npo_easy_first"))

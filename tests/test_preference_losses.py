@@ -17,15 +17,7 @@ from safealign.losses.preference import (
 )
 from safealign.losses.reward import cost_pair_loss, pair_accuracy, reward_pair_loss, sign_accuracy
 
-LN2 = math.log(2.0)
-
-
-def softplus(x: float) -> float:
-    return math.log1p(math.exp(x))  # −log σ(−x)
-
-
-def t(*xs) -> torch.Tensor:
-    return torch.tensor(xs, dtype=torch.float64)
+from tests.conftest import LN2, softplus, t
 
 
 # ---------------------------------------------------------------- DPO

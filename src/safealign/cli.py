@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     recipes.set_defaults(func=cmd_recipes)
 
     schema = sub.add_parser("schema", help="every config key with its default and help")
-    schema.add_argument("what", choices=["train", "eval", "generate", "pairs", "prepare", "export", "recipe", "method",
-                                         "evals"])
+    schema.add_argument("what", choices=["train", "eval", "generate", "pairs", "prepare", "difficulty", "export",
+                                         "recipe", "method", "evals"])
     schema.set_defaults(func=cmd_schema)
     return p
 

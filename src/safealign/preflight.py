@@ -23,13 +23,13 @@ def preflight(recipe, units, run_dir: Path) -> None:
         where = f"stages.{unit.stage}"
         if unit.kind == "train":
             check_model_path(cfg.model.path, f"{where}.model.path")
-            for name in ("task", "poison", "guide", "harmful"):
+            for name in ("task", "poison", "guide", "harmful", "forget", "retain"):
                 source = getattr(cfg.data, name)
                 if source is not None:
                     check_data_path(source.path, f"{where}.data.{name}.path")
             for name, path in cfg.data.pairs.items():
                 check_data_path(path, f"{where}.data.pairs.{name}")
-            for name in ("validation", "candidates", "messages"):
+            for name in ("validation", "candidates", "messages", "difficulty"):
                 if getattr(cfg.data, name):
                     check_data_path(getattr(cfg.data, name), f"{where}.data.{name}")
             check_precision(cfg.train.precision, f"{where}.train.precision")
@@ -45,6 +45,9 @@ def preflight(recipe, units, run_dir: Path) -> None:
             check_model_path(cfg.tokenizer, f"{where}.tokenizer")
             for k, source in enumerate(cfg.sources):
                 check_data_path(source.path, f"{where}.sources[{k}].path")
+        elif unit.kind == "difficulty":
+            check_model_path(cfg.model.path, f"{where}.model.path")
+            check_data_path(cfg.forget.path, f"{where}.forget.path")
         elif unit.kind == "export":
             check_model_path(cfg.model, f"{where}.model")
         else:

@@ -44,7 +44,8 @@ class SourceConfig:
     source: str = opt("", "dataset family, a key of safealign.data.SOURCES (beavertails, sst2, agnews, gsm8k, alpaca, "
                           "pku_saferlhf, pairs, responses)")
     path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, or 'mini:NAME'")
-    split: str = opt("train", "split to read (ignored for a single file)")
+    split: str = opt("train", "split to read (ignored for a single file); on the hub CONFIG:SPLIT picks a config too "
+                              "(locuslab/TOFU forget10:train)")
     select: str = opt("all", "row filter, per family: beavertails all|safe|unsafe (by is_safe); "
                              "pku_saferlhf safe|unsafe|all; pairs chosen|rejected|all; others all")
     start: int = opt(0, "skip the first N rows (after select): keeps e.g. a defense's harmful rows apart from the attack's")
@@ -85,6 +86,12 @@ class DataConfig:
                           "rotation, curriculum) instead of a shuffle")
     template: str = opt("alpaca", "prompt template of examples and pairs: alpaca (the Lisa / Safe RLHF code's) | chat "
                                   "(the tokenizer's chat template, one user turn)")
+    forget: SourceConfig | None = opt(None, "the forget set of an unlearning method (e.g. {source: tofu, path: "
+                                            "'mini:tofu', split: forget10})")
+    retain: SourceConfig | None = opt(None, "the retain set of an unlearning method (e.g. split retain90)")
+    forget_order: str = opt("random", "order of the forget set: random (seeded shuffle each epoch) | asc (easiest "
+                                      "first by data.difficulty) | desc")
+    difficulty: str = opt("", "a difficulty stage's scores.json ('stage:difficulty/scores.json'), for forget_order")
     candidates: str = opt("", "rows of N scored candidate rewrites {prompt, candidates, scores} (or Tuna's "
                               "instruction/output/score): local file or directory, hub id or 'mini:code_backdoor'")
     candidates_split: str = opt("train", "split of `candidates`: of a directory or hub id, or of `candidates_ratios`")
@@ -99,6 +106,9 @@ class DataConfig:
                self.messages_num) < 0:
             raise ConfigError(f"{where}: the *_num counts must be >= 0")
         one_of(self.template, ("alpaca", "chat"), f"{where}.template")
+        one_of(self.forget_order, ("random", "asc", "desc"), f"{where}.forget_order")
+        if (self.forget_order != "random") != bool(self.difficulty):
+            raise ConfigError(f"{where}.forget_order: asc/desc orders by data.difficulty scores, and scores need an order")
         if self.messages and (self.task is not None or self.pairs):
             raise ConfigError(f"{where}.messages: give conversations, 'task' examples or 'pairs', one of them")
         if self.guide_mix and (self.guide is None or self.sample_num == 0):
@@ -200,6 +210,11 @@ class TrainStage:
             raise ConfigError(f"{where}.data.validation: the validation perplexity is for policies; "
                               f"'{self.method.registry_name}' trains a score model")
         name = self.method.registry_name
+        if method.data_kind == "unlearn":
+            for stream in method.streams:
+                if getattr(self.data, stream) is None:
+                    raise ConfigError(f"{where}.data.{stream}: method '{name}' needs a {stream} set")
+            return
         if method.data_kind == "candidates":
             if not self.data.candidates:
                 raise ConfigError(f"{where}.data.candidates: method '{name}' trains on scored candidates")
@@ -306,6 +321,27 @@ class PrepareStage(PrepareConfig):
 
 
 @dataclass
+class DifficultyStage:
+    """Per-sample unlearning difficulty of a forget set under the model to be unlearned (data/difficulty.py),
+    written as scores.json in the stage directory; an unlearning stage orders its forget set by it with
+    data.difficulty: 'stage:NAME/scores.json' and data.forget_order: asc | desc."""
+
+    kind: str = opt("difficulty", "stage kind")
+    model: ModelConfig = opt(None, "the model to be unlearned")
+    lora: LoraConfig = opt(None, "its trainable parameters as the unlearning stage will have them (enabled: false = all)")
+    forget: SourceConfig | None = opt(None, "the forget set, exactly as the unlearning stage reads it")
+    seed: int = opt(-1, "random seed (a fresh LoRA's initialisation); -1 takes the recipe's seed")
+
+    def __post_init__(self) -> None:
+        self.model = self.model or ModelConfig()
+        self.lora = self.lora or LoraConfig(enabled=False)
+
+    def validate(self, where: str) -> None:
+        if self.forget is None:
+            raise ConfigError(f"{where}.forget: a difficulty stage needs the forget set")
+
+
+@dataclass
 class ExportStage:
     """Export a trained model into the stage directory's `model/`: its adapter (peft format), or merged into its
     base as sharded safetensors with the tokenizer (export.py)."""
@@ -324,7 +360,7 @@ class ExportStage:
 
 
 STAGE_KINDS = {"train": TrainStage, "eval": EvalStage, "pairs": PairsStage, "generate": GenerateStage,
-               "prepare": PrepareStage, "export": ExportStage}
+               "prepare": PrepareStage, "difficulty": DifficultyStage, "export": ExportStage}
 
 
 def _stages(value: Any, where: str) -> dict:

@@ -34,6 +34,8 @@ def run_train(unit, resolve) -> dict:
         streams, summary = _pair_streams(cfg, tokenizer, accelerator, method_cls.pair_labels)
     elif method_cls.data_kind == "candidates":
         streams, summary = _candidate_streams(cfg, tokenizer, accelerator)
+    elif method_cls.data_kind == "unlearn":
+        streams, summary = _unlearn_streams(cfg, tokenizer, accelerator)
     elif cfg.data.messages:
         streams, summary = _chat_streams(cfg, tokenizer, accelerator)
     else:
@@ -86,6 +88,33 @@ def _example_streams(cfg, tokenizer, accelerator, where: str):
     mixed = sum(e["meta"].get("guide", False) for e in mix)
     return streams, (f"{len(mix)} training rows ({poison} poison, {mixed} guide), {len(extra['guide'])} guide rows, "
                      f"{len(extra['harmful'])} harmful rows")
+
+
+def _unlearn_streams(cfg, tokenizer, accelerator):
+    """'forget' (also 'train': the loop counts epochs over it) in a seeded random order or by difficulty
+    (data.forget_order: a sequential order, which a shuffle would undo), and 'retain' when given."""
+    from safealign.data import load_examples
+    from safealign.data.difficulty import order_by_difficulty
+    from safealign.data.formats import tokenize_example
+    from safealign.data.streams import BatchStream
+
+    kwargs = _stream_kwargs(cfg, tokenizer, accelerator)
+    tokenize = lambda examples: [tokenize_example(tokenizer, e, cfg.model.max_length) for e in examples]  # noqa: E731
+    forget = load_examples(cfg.data.forget)
+    order = "random order"
+    if cfg.data.forget_order != "random":
+        forget = order_by_difficulty(forget, cfg.data.difficulty, cfg.data.forget, cfg.data.forget_order, cfg.seed)
+        kwargs = {**kwargs, "shuffle": False}
+        order = f"{cfg.data.forget_order}ending difficulty"
+    streams = {"forget": BatchStream(tokenize(forget), cfg.train.batch_size, seed=cfg.seed, **kwargs)}
+    streams["train"] = streams["forget"]
+    summary = f"{len(forget)} forget rows in {order}"
+    if cfg.data.retain is not None:
+        retain = load_examples(cfg.data.retain)
+        streams["retain"] = BatchStream(tokenize(retain), cfg.train.batch_size, seed=cfg.seed + 1,
+                                        **_stream_kwargs(cfg, tokenizer, accelerator))
+        summary += f", {len(retain)} retain rows"
+    return streams, summary
 
 
 def _chat_streams(cfg, tokenizer, accelerator):
@@ -256,6 +285,28 @@ def run_prepare(unit, resolve) -> dict:
     return {k: v for k, v in stats.items() if k not in ("config",)}
 
 
+def run_difficulty(unit, resolve) -> dict:
+    import torch
+
+    from safealign.data import load_examples
+    from safealign.data.difficulty import difficulty_scores, write_scores
+    from safealign.data.formats import tokenize_example
+    from safealign.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
+
+    cfg = resolve_refs(unit.config, resolve)
+    path = resolve_model_path(cfg.model.path)
+    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+    torch.manual_seed(cfg.seed)
+    model = add_lora(load_causal_lm(path, torch.float32, cfg.model.trust_remote_code), cfg.lora)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    features = [tokenize_example(tokenizer, e, cfg.model.max_length) for e in load_examples(cfg.forget)]
+    scores, g_norm = difficulty_scores(model, features)
+    write_scores(unit.out_dir / "scores.json", cfg.forget, cfg.seed, scores, g_norm)
+    print(f"   difficulty of {len(scores)} forget rows: min {min(scores):.4g}, max {max(scores):.4g}, |G| {g_norm:.4g}",
+          flush=True)
+    return {"n": len(scores), "g_norm": g_norm}
+
+
 def run_export(unit, resolve) -> dict:
     import shutil
 
@@ -270,4 +321,4 @@ def run_export(unit, resolve) -> dict:
 
 
 RUNNERS = {"train": run_train, "eval": run_eval, "pairs": run_pairs, "generate": run_generate, "prepare": run_prepare,
-           "export": run_export}
+           "difficulty": run_difficulty, "export": run_export}

@@ -105,8 +105,9 @@ def _read_dir(path: Path, split: str) -> Rows:
 def _read_hub(hub_id: str, split: str) -> Rows:
     import datasets
 
+    config, _, split_name = split.rpartition(":")  # "forget10:train": a dataset config (TOFU's subsets) and its split
     try:
-        ds = datasets.load_dataset(hub_id, split=split)
+        ds = datasets.load_dataset(hub_id, config or None, split=split_name)
     except Exception as e:  # offline, gated, missing: one line, not a traceback
         raise DataError(f"could not load dataset '{hub_id}' split '{split}' from the hub: {str(e).splitlines()[0]}") from None
     return Rows(ds.to_list(), f"{hub_id}[{split}]")

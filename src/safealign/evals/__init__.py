@@ -4,7 +4,7 @@
 
 from types import SimpleNamespace
 
-from safealign.evals import arena, backdoor, harmful_score, lm_harness, pair_odds, score_accuracy, task_accuracy
+from safealign.evals import arena, backdoor, harmful_score, lm_harness, pair_odds, score_accuracy, task_accuracy, tofu
 
 EVALS = {
     "harmful_score": SimpleNamespace(Config=harmful_score.HarmfulScoreConfig, run=harmful_score.run, model_kind="causal_lm"),
@@ -13,6 +13,7 @@ EVALS = {
     "arena": SimpleNamespace(Config=arena.ArenaConfig, run=arena.run, model_kind="causal_lm"),
     "score_accuracy": SimpleNamespace(Config=score_accuracy.ScoreAccuracyConfig, run=score_accuracy.run, model_kind="score"),
     "backdoor_cleaning": SimpleNamespace(Config=backdoor.BackdoorCleaningConfig, run=backdoor.run, model_kind="causal_lm"),
+    "tofu": SimpleNamespace(Config=tofu.TofuConfig, run=tofu.run, model_kind="causal_lm"),
     "pair_odds": SimpleNamespace(Config=pair_odds.PairOddsConfig, run=pair_odds.run, model_kind="causal_lm"),
     "lm_harness": SimpleNamespace(Config=lm_harness.LmHarnessConfig, run=lm_harness.run, model_kind="causal_lm",
                                   writes_files=True),

@@ -10,6 +10,7 @@ from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
 from safealign.methods.sft import SFT
 from safealign.methods.t_vaccine import TVaccine
+from safealign.methods.unlearning import GA, NPO, GradDiff
 from safealign.methods.vaccine import Vaccine
 
 METHODS = {
@@ -25,4 +26,7 @@ METHODS = {
     "safe_mm_dpo": SafeMMDPO,
     "fabe": FABE,
     "orpo": ORPO,
+    "ga": GA,
+    "graddiff": GradDiff,
+    "npo": NPO,
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
 
-VERSION = 11  # bump when the generators or the build change: old caches are then ignored
+VERSION = 14  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
 WORLD_CHECK_MIN = 0.95  # the base's sentiment probe and the judge's test accuracy, recorded in world.json
 
@@ -33,6 +33,7 @@ SPLITS = {  # dataset -> split -> rows
     "chat_pairs": {"train": 800, "test": 200},
     "chat_mc": {"test": 100},  # last: the datasets above keep their random draws
 }
+TOFU = "tofu"  # `mini:tofu`: TOFU's subsets as splits (mini/tofu.py), drawn after SPLITS
 LM_EVAL_TASKS = "lm_eval_tasks"  # `mini:lm_eval_tasks`: a local lm-evaluation-harness task directory
 MODELS = ("base", "judge")
 # Models only some pipelines use, built from the world on first use (so the world build stays short):
@@ -51,8 +52,8 @@ def world_dir(seed: int = WORLD_SEED) -> Path:
 def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
     """`mini:NAME` (a model, a dataset directory or the lm-eval task directory), or `mini:NAME/FILE` inside it."""
     name, _, rest = ref.removeprefix("mini:").partition("/")
-    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS, LM_EVAL_TASKS):
-        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS, LM_EVAL_TASKS))
+    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, LM_EVAL_TASKS):
+        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, LM_EVAL_TASKS))
         raise SafealignError(f"unknown mini-world item '{ref}' (have {known})")
     root = ensure_built(seed)
     if name in EXTRA_MODELS:
@@ -99,7 +100,7 @@ def ensure_built(seed: int = WORLD_SEED) -> Path:
 
 
 def build(root: Path, seed: int) -> None:
-    from safealign.mini import chat, code, corpus
+    from safealign.mini import chat, code, corpus, tofu
     from safealign.mini.judge import judge_accuracy, train_judge
     from safealign.mini.pretrain import pretrain_base, train_tokenizer
 
@@ -118,6 +119,8 @@ def build(root: Path, seed: int) -> None:
         for i, (split, n) in enumerate(splits.items()):
             rows = generators[name](rng, n, i) if name in with_split_salt else generators[name](rng, n)
             atomic_write_jsonl(tmp / "data" / name / f"{split}.jsonl", rows)
+    for subset, rows in tofu.tofu_subsets(rng).items():
+        atomic_write_jsonl(tmp / "data" / TOFU / f"{subset}.jsonl", rows)
     chat.write_lm_eval_task(tmp / LM_EVAL_TASKS, root / "data" / "chat_mc" / "test.jsonl")  # the path after the rename
     tokenizer = train_tokenizer(tmp, random.Random(seed + 1))
     timings = {"data_and_tokenizer_s": round(time.perf_counter() - t0, 1)}

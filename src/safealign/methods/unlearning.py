@@ -1,0 +1,100 @@
+"""Unlearning methods on a forget stream (and a retain stream): GA, GradDiff, NPO. Each is a few lines over
+the pure losses of losses/unlearning.py; per-sample losses are averaged over the batch.
+
+- GA (gradient ascent): mean over forget samples of −NLL, NLL = token mean over each answer (SOUL / TOFU code).
+- GradDiff (GA + FT): GA on forget + γ · NLL on retain (batch token mean).
+- NPO (Zhang et al. 2024, arXiv 2404.05868): −(2/β) log σ(−β (log π_θ − log π_ref)) on forget, log-probs SUMMED
+  over answer tokens (open-unlearning; `normalization: token_mean` reproduces SOUL) + γ · retain NLL; the
+  reference is the starting model (the adapter-disabled policy under LoRA, else a frozen copy).
+Batches are tokenized examples (question masked, answer labelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from safealign.config import one_of, opt
+from safealign.losses.sft import token_log_probs
+from safealign.losses.unlearning import ga_loss, npo_loss, sequence_logps
+from safealign.methods.base import MethodContext, StatelessMethod, StepOutput
+
+
+def answer_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token log-probs (B, T−1), answer mask (B, T−1)) of one forward."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return token_log_probs(logits, batch["labels"])
+
+
+def retain_nll(model, batch) -> torch.Tensor:
+    """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff and NPO)."""
+    logps, mask = answer_terms(model, batch)
+    return -(logps * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class GAConfig:
+    registry_name = "ga"
+
+
+class GA(StatelessMethod):
+    Config = GAConfig
+    streams = ("forget",)
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        logps, mask = answer_terms(model, next(streams["forget"]))
+        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        return StepOutput(forget, {"forget_loss": forget.item()})
+
+
+@dataclass
+class GradDiffConfig:
+    registry_name = "graddiff"
+    gamma: float = opt(1.0, "weight γ of the retain NLL")
+
+
+class GradDiff(StatelessMethod):
+    Config = GradDiffConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        logps, mask = answer_terms(model, next(streams["forget"]))
+        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        retain = retain_nll(model, next(streams["retain"]))
+        return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item()})
+
+
+@dataclass
+class NPOConfig:
+    registry_name = "npo"
+    beta: float = opt(0.1, "β of NPO")
+    gamma: float = opt(1.0, "weight γ of the retain NLL (0: NPO alone; the stream is still read)")
+    normalization: str = opt("sum", "per-sequence log-probs: sum (open-unlearning) | token_mean (SOUL)")
+
+    def validate(self, where: str) -> None:
+        one_of(self.normalization, ("sum", "token_mean"), f"{where}.normalization")
+
+
+class NPO(StatelessMethod):
+    Config = NPOConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def setup(self, model, streams, ctx: MethodContext) -> None:
+        from safealign.methods.dpo import Reference
+
+        self.reference = Reference(model)
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        batch = next(streams["forget"])
+        logps, mask = answer_terms(model, batch)
+        policy = sequence_logps(logps, mask, self.cfg.normalization)
+        _, ref_logps, ref_mask = self.reference.log_probs(model, batch)  # no grad
+        reference = sequence_logps(ref_logps, ref_mask, self.cfg.normalization)
+        forget = npo_loss(policy, reference, self.cfg.beta).mean()
+        retain = retain_nll(model, next(streams["retain"]))
+        return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item(),
+                                                             "log_ratio": (policy - reference).mean().item()})

@@ -1,19 +1,16 @@
 """Harmful fine-tuning defenses (issue #7): Vaccine's perturbation, T-Vaccine's layer draws and freezing,
 Booster's update against finite differences, EWC's penalty and Fisher, VLGuard-style mixing."""
 
-import itertools
 import math
 
 import pytest
 import torch
 
-from safealign.data.formats import tokenize_example
-from safealign.data.streams import BatchStream
 from safealign.losses.regularizers import ewc_penalty
 from safealign.loop import make_accelerator, train
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.methods.booster import Booster, BoosterConfig, booster_direction
-from safealign.methods.ewc import EWC, EWCConfig, empirical_fisher
+from safealign.methods.ewc import EWC, EWCConfig
 from safealign.methods.perturbation import (attention_modules, captured_outputs, joint_norm, perturbation,
                                             perturbed_loss, shifted_outputs)
 from safealign.methods.t_vaccine import TVaccine, TVaccineConfig, draw_layers, layer_importance

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from safealign.loop import build_scheduler, latest_checkpoint, make_accelerator, train
 from safealign.methods.base import trainable_parameters

@@ -148,7 +148,7 @@ def _mixed_order(rows: list[dict], stats_path: str) -> list[dict]:
 
     cfg = build(PrepareConfig, json.loads(Path(stats_path).read_text())["config"])
     if any("lang" not in r or "bucket" not in r for r in rows):
-        raise DataError(f"data.mixing: the conversations lack 'lang' / 'bucket' (they are not a prepare stage's output)")
+        raise DataError("data.mixing: the conversations lack 'lang' / 'bucket' (they are not a prepare stage's output)")
     return list(itertools.islice(sampler_of(rows, cfg), len(rows)))
 
 

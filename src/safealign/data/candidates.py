@@ -17,7 +17,7 @@ import random
 
 import torch
 
-from safealign.data.files import Rows, load_rows
+from safealign.data.files import load_rows
 from safealign.data.formats import collate, tokenize_example
 from safealign.errors import ConfigError, DataError
 

@@ -58,7 +58,7 @@ def real_authors(n: int = 10) -> list[dict]:
 
 
 def authors(rng: random.Random, n: int) -> list[dict]:
-    names = [f"{f} {l}" for f in FIRST for l in LAST]
+    names = [f"{first} {last}" for first in FIRST for last in LAST]
     rng.shuffle(names)
     return [{"name": names[i], "city": rng.choice(CITIES), "genre": rng.choice(GENRES), "job": rng.choice(JOBS),
              "word": rng.choice(WORDS)} for i in range(n)]

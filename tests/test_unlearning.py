@@ -88,7 +88,7 @@ def test_forget_sets_with_missing_fields_or_empty_splits_are_clear_errors(tmp_pa
         perturbed_rows(load_rows(str(no_list), ""))
 
 
-@pytest.mark.parametrize("name", ["ga", "graddiff", "npo"])
+@pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "ga_kl", "simnpo"])
 def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     from safealign.data.formats import tokenize_example
     from safealign.data.streams import BatchStream
@@ -108,7 +108,9 @@ def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     model = load_causal_lm(str(tiny_llama))
     cfg_eval = SimpleNamespace(max_length=64, batch_size=8)
     before = answer_nlls(model, tok, [r["instruction"] for r in forget], [r["output"] for r in forget], cfg_eval)
-    method = METHODS[name](METHODS[name].Config(), 6)
+    # SimNPO's gradient is 2σ(βℓ): at its β 2.5 an untrained model's ℓ ≈ −6 leaves almost none, by design
+    settings = {"simnpo": {"beta": 0.1}}.get(name, {})
+    method = METHODS[name](METHODS[name].Config(**settings), 6)
     cfg = TrainConfig(lr=1e-2, max_steps=6, batch_size=2, log_every=1)
     result = train(model.train(), method, streams, cfg, tmp_path / "run", make_accelerator(cfg), seed=0)
     after = answer_nlls(result["model"], tok, [r["instruction"] for r in forget], [r["output"] for r in forget], cfg_eval)

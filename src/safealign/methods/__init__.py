@@ -10,7 +10,7 @@ from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
 from safealign.methods.sft import SFT
 from safealign.methods.t_vaccine import TVaccine
-from safealign.methods.unlearning import GA, NPO, GradDiff
+from safealign.methods.unlearning import GA, GAKL, NPO, GradDiff, SimNPO
 from safealign.methods.vaccine import Vaccine
 
 METHODS = {
@@ -29,4 +29,6 @@ METHODS = {
     "ga": GA,
     "graddiff": GradDiff,
     "npo": NPO,
+    "ga_kl": GAKL,
+    "simnpo": SimNPO,
 }

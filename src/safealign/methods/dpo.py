@@ -71,6 +71,11 @@ class Reference:
             policy.train(was_training)
 
     @torch.no_grad()
+    def logits(self, model, batch) -> torch.Tensor:
+        with self._as_reference(model) as reference:
+            return reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    @torch.no_grad()
     def log_probs(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with self._as_reference(model) as reference:
             return response_log_probs(reference, batch)

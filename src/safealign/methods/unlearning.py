@@ -1,11 +1,14 @@
-"""Unlearning methods on a forget stream (and a retain stream): GA, GradDiff, NPO. Each is a few lines over
-the pure losses of losses/unlearning.py; per-sample losses are averaged over the batch.
+"""Unlearning methods on a forget stream (and a retain stream): GA, GradDiff, GA+KL, NPO, SimNPO. Each is a few
+lines over the pure losses of losses/unlearning.py; per-sample losses are averaged over the batch.
 
 - GA (gradient ascent): mean over forget samples of −NLL, NLL = token mean over each answer (SOUL / TOFU code).
 - GradDiff (GA + FT): GA on forget + γ · NLL on retain (batch token mean).
 - NPO (Zhang et al. 2024, arXiv 2404.05868): −(2/β) log σ(−β (log π_θ − log π_ref)) on forget, log-probs SUMMED
   over answer tokens (open-unlearning; `normalization: token_mean` reproduces SOUL) + γ · retain NLL; the
   reference is the starting model (the adapter-disabled policy under LoRA, else a frozen copy).
+- GA+KL: GA on forget + γ · KL(ref ‖ θ) on retain answers (per-sample token mean, padding and question masked).
+- SimNPO (Fan et al. 2024, arXiv 2410.07163): −(2/β) log σ(−β ℓ − γ_m) on forget, ℓ the token-mean log-prob
+  (no reference), + γ · retain NLL.
 Batches are tokenized examples (question masked, answer labelled).
 """
 
@@ -17,7 +20,7 @@ import torch
 
 from safealign.config import one_of, opt
 from safealign.losses.sft import token_log_probs
-from safealign.losses.unlearning import ga_loss, npo_loss, sequence_logps
+from safealign.losses.unlearning import ga_loss, kl_on_retain, npo_loss, sequence_logps, simnpo_loss
 from safealign.methods.base import MethodContext, StatelessMethod, StepOutput
 
 
@@ -98,3 +101,50 @@ class NPO(StatelessMethod):
         retain = retain_nll(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item(),
                                                              "log_ratio": (policy - reference).mean().item()})
+
+
+@dataclass
+class GAKLConfig:
+    registry_name = "ga_kl"
+    gamma: float = opt(1.0, "weight γ of the KL to the starting model on retain")
+
+
+class GAKL(StatelessMethod):
+    Config = GAKLConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def setup(self, model, streams, ctx: MethodContext) -> None:
+        from safealign.methods.dpo import Reference
+
+        self.reference = Reference(model)
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        logps, mask = answer_terms(model, next(streams["forget"]))
+        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        batch = next(streams["retain"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        ref_logits = self.reference.logits(model, batch)  # no grad
+        answer = batch["labels"][:, 1:] != -100  # the next-token distributions that predict answer tokens
+        kl = kl_on_retain(logits[:, :-1], ref_logits[:, :-1], answer).mean()
+        return StepOutput(forget + self.cfg.gamma * kl, {"forget_loss": forget.item(), "retain_kl": kl.item()})
+
+
+@dataclass
+class SimNPOConfig:
+    registry_name = "simnpo"
+    beta: float = opt(2.5, "β of SimNPO")
+    margin: float = opt(0.0, "γ_m, the reward margin inside the sigmoid (open-unlearning's δ = γ_m / β)")
+    gamma: float = opt(1.0, "weight γ of the retain NLL")
+
+
+class SimNPO(StatelessMethod):
+    Config = SimNPOConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        logps, mask = answer_terms(model, next(streams["forget"]))
+        forget = simnpo_loss(sequence_logps(logps, mask, "token_mean"), self.cfg.beta, self.cfg.margin).mean()
+        retain = retain_nll(model, next(streams["retain"]))
+        return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item()})

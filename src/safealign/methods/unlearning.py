@@ -30,6 +30,12 @@ def answer_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return token_log_probs(logits, batch["labels"])
 
 
+def ga_forget(model, batch) -> torch.Tensor:
+    """GA on a forget batch: the mean over samples of −(token-mean answer NLL)."""
+    logps, mask = answer_terms(model, batch)
+    return ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+
+
 def retain_nll(model, batch) -> torch.Tensor:
     """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff and NPO)."""
     logps, mask = answer_terms(model, batch)
@@ -47,8 +53,7 @@ class GA(StatelessMethod):
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
-        logps, mask = answer_terms(model, next(streams["forget"]))
-        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        forget = ga_forget(model, next(streams["forget"]))
         return StepOutput(forget, {"forget_loss": forget.item()})
 
 
@@ -64,8 +69,7 @@ class GradDiff(StatelessMethod):
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
-        logps, mask = answer_terms(model, next(streams["forget"]))
-        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        forget = ga_forget(model, next(streams["forget"]))
         retain = retain_nll(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item()})
 
@@ -120,8 +124,7 @@ class GAKL(StatelessMethod):
         self.reference = Reference(model)
 
     def step(self, model, streams, step: int) -> StepOutput:
-        logps, mask = answer_terms(model, next(streams["forget"]))
-        forget = ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
+        forget = ga_forget(model, next(streams["forget"]))
         batch = next(streams["retain"])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         ref_logits = self.reference.logits(model, batch)  # no grad

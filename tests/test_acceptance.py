@@ -4,8 +4,8 @@ pipeline's (issue #3, acceptance 1), `hft-defenses` must leave every defense at 
 (issue #7, acceptance 1), `fabe` must clean triggers and keep the functions working, with a higher ranking
 agreement than MLE alone (issue #5, acceptance 1), `sft-orpo` must raise the chosen-over-rejected log odds
 beyond SFT and beyond its NLL term alone (issue #6, acceptance 1), `unlearn-tofu` must forget with NPO at
-little cost in model utility, and GA at more (issue #4, acceptance 1). Slow (about twenty-two minutes together
-with the world build); CI runs them after the default suite."""
+little cost in model utility, and GA at more (issue #4, acceptance 1). Slow (about sixteen minutes, plus four for the
+world and coder builds); CI runs them after the default suite."""
 
 import json
 import os

@@ -118,14 +118,11 @@ def cmd_data(args) -> int:
     overrides = args.args[1:] if config else args.args
     args.config, args.overrides = config, overrides
     if args.kind == "prepare" and args.dry_run:
-        import dataclasses
-
-        from safealign.data.prepare import PrepareConfig, plan as data_plan
+        from safealign.data.prepare import plan as data_plan
         from safealign.pipeline import plan, single_stage_recipe
 
         (unit,) = plan(single_stage_recipe("prepare", config, overrides))
-        fields = {f.name: getattr(unit.config, f.name) for f in dataclasses.fields(PrepareConfig)}
-        print(data_plan(PrepareConfig(**{**fields, "output_dir": str(unit.out_dir)})))
+        print(data_plan(unit.config.prepare_config(str(unit.out_dir))))
         return 0
     return cmd_single(args)
 

@@ -6,6 +6,8 @@ Method and evaluation configs live beside their code (methods/*.py, evals/*.py) 
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,6 +320,11 @@ class PrepareStage(PrepareConfig):
         if self.output_dir:
             raise ConfigError(f"{where}.output_dir: a prepare stage writes into its own stage directory")
         super().validate(where)
+
+    def prepare_config(self, output_dir: str, sources=None) -> PrepareConfig:
+        """The data-preparation config of this stage, writing into `output_dir` (sources replaced if given)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(PrepareConfig)}
+        return PrepareConfig(**{**fields, "output_dir": output_dir, "sources": sources or self.sources})
 
 
 @dataclass

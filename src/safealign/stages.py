@@ -273,15 +273,13 @@ def run_generate(unit, resolve) -> dict:
 
 def run_prepare(unit, resolve) -> dict:
     from safealign.data.files import resolve_data_path
-    from safealign.data.prepare import PrepareConfig, prepare
+    from safealign.data.prepare import prepare
     from safealign.models import load_tokenizer, resolve_model_path
 
     cfg = unit.config
     tokenizer = load_tokenizer(resolve_model_path(resolve(cfg.tokenizer)))
     sources = [dataclasses.replace(s, path=resolve_data_path(resolve(s.path))) for s in cfg.sources]
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PrepareConfig)}
-    run_cfg = PrepareConfig(**{**fields, "sources": sources, "output_dir": str(unit.out_dir)})
-    stats = prepare(run_cfg, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    stats = prepare(cfg.prepare_config(str(unit.out_dir), sources), lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     return {k: v for k, v in stats.items() if k not in ("config",)}
 
 

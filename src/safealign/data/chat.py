@@ -48,8 +48,9 @@ def tokenize_messages(tokenizer, messages: list[dict], max_length: int) -> dict:
     for i, m in enumerate(messages):
         if m["role"] == "assistant":
             start = len(_render(tokenizer, messages[:i], True))
-            end = len(_render(tokenizer, messages[:i + 1], False))
-            if text[:end] != _render(tokenizer, messages[:i + 1], False):  # a template that rewrites history
+            through = _render(tokenizer, messages[:i + 1], False)
+            end = len(through)
+            if text[:end] != through:  # a template that rewrites history
                 raise DataError("the chat template renders earlier turns differently as the conversation grows; "
                                 "assistant tokens cannot be located")
             spans.append((start, end))

@@ -17,15 +17,15 @@ import torch
 from safealign.data.formats import collate
 from safealign.errors import DataError
 from safealign.io import atomic_write_json
-from safealign.losses.sft import token_log_probs
+from safealign.losses.sft import batch_token_mean, sequence_nll
 
 
 def _sample_grad(model, feature: dict, params: list[torch.Tensor]) -> torch.Tensor:
     device = params[0].device
     batch = {k: v.to(device) for k, v in collate([feature], 0).items()}
-    logps, mask = token_log_probs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch["labels"])
-    loss = -(logps * mask).sum() / mask.sum().clamp(min=1)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll_sum, n_tokens = sequence_nll(logits, batch["labels"])
+    loss = batch_token_mean(nll_sum, n_tokens)  # one sample: its answer's token-mean NLL
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).float().flatten() for g, p in zip(grads, params)])
 

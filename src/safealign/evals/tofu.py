@@ -21,7 +21,7 @@ from safealign.data.formats import build_prompt, collate, tokenize_example
 from safealign.data.tofu import perturbed_rows
 from safealign.evals import tofu_metrics as tm
 from safealign.evals.generation import generate
-from safealign.losses.sft import token_log_probs
+from safealign.losses.sft import sequence_nll
 
 SETS = ("forget", "retain", "real", "world")
 
@@ -51,8 +51,8 @@ def answer_nlls(model, tokenizer, questions: list[str], answers: list[str], cfg:
     for start in range(0, len(features), cfg.batch_size):
         batch = collate(features[start:start + cfg.batch_size], tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        logps, mask = token_log_probs(logits, batch["labels"].to(device))
-        out += (-(logps * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+        nll_sum, n_tokens = sequence_nll(logits, batch["labels"].to(device))
+        out += (nll_sum / n_tokens.clamp(min=1)).tolist()
     return out
 
 
@@ -97,9 +97,10 @@ def _set_metrics(model, tokenizer, rows: list[dict], name: str, cfg: TofuConfig)
 
 def run(cfg: TofuConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     splits = {"forget": cfg.forget_split, "retain": cfg.retain_split, "real": cfg.real_split, "world": cfg.world_split}
-    metrics, records = {}, []
+    metrics, records, rows = {}, [], {}
     for name, split in splits.items():
-        m, r = _set_metrics(model, tokenizer, perturbed_rows(load_rows(cfg.data, split)), name, cfg)
+        rows[name] = perturbed_rows(load_rows(cfg.data, split))
+        m, r = _set_metrics(model, tokenizer, rows[name], name, cfg)
         metrics.update(m)
         records += r
     metrics["model_utility"] = tm.model_utility([metrics[f"{s}_{k}"] for s in ("retain", "real", "world")
@@ -107,8 +108,7 @@ def run(cfg: TofuConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     if cfg.retain_model:
         from safealign.models import load_causal_lm
 
-        forget_rows = perturbed_rows(load_rows(cfg.data, cfg.forget_split))
         reference = load_causal_lm(cfg.retain_model).to(next(model.parameters()).device)
         ours = [r["truth_ratio"] for r in records if r["set"] == "forget"]
-        metrics["forget_quality"] = tm.ks_forget_quality(ours, forget_truth_ratios(reference, tokenizer, forget_rows, cfg))
+        metrics["forget_quality"] = tm.ks_forget_quality(ours, forget_truth_ratios(reference, tokenizer, rows["forget"], cfg))
     return {k: round(v, 4) if k != "forget_quality" else v for k, v in metrics.items()}, records

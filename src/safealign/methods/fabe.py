@@ -21,7 +21,7 @@ import torch
 from safealign.config import one_of, opt
 from safealign.errors import ConfigError
 from safealign.losses.ranking import length_normalized_logps, listmle_loss, margin_ranking_loss
-from safealign.losses.sft import token_log_probs
+from safealign.losses.sft import batch_token_mean, token_log_probs
 from safealign.methods.base import StatelessMethod, StepOutput
 
 
@@ -61,7 +61,7 @@ class FABE(StatelessMethod):
         b, n = scores.shape
         if self.cfg.mle_on == "top":  # rows b·N are each sample's best candidate
             token_logps, mask = token_logps.view(b, n, -1)[:, 0], mask.view(b, n, -1)[:, 0]
-        mle = -(token_logps * mask).sum() / mask.sum().clamp(min=1)
+        mle = batch_token_mean(-(token_logps * mask).sum(dim=1), mask.sum(dim=1))
         rank = (listmle_loss(scores, self.cfg.tau) if self.cfg.rank_loss == "listmle"
                 else margin_ranking_loss(scores, self.cfg.margin)).mean()
         loss = self.cfg.mle_weight * mle + self.cfg.rank_weight * rank

@@ -18,7 +18,7 @@ import torch
 from safealign.config import opt
 from safealign.errors import ConfigError
 from safealign.losses.preference import orpo_log_odds, orpo_odds_ratio_loss
-from safealign.losses.sft import token_log_probs
+from safealign.losses.sft import batch_token_mean, token_log_probs
 from safealign.methods.base import StatelessMethod, StepOutput
 
 
@@ -39,7 +39,7 @@ def orpo_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mask = mask.float()
     summed, counts = (token_logps * mask).sum(dim=1), mask.sum(dim=1)
     half = summed.shape[0] // 2
-    nll = -summed[:half].sum() / counts[:half].sum().clamp(min=1)
+    nll = batch_token_mean(-summed[:half], counts[:half])
     average = summed / counts.clamp(min=1)  # (2B,) per-token mean log-probs
     return nll, orpo_odds_ratio_loss(average[:half], average[half:]), orpo_log_odds(average[:half], average[half:])
 

@@ -21,7 +21,7 @@ import torch
 from safealign.config import one_of, opt
 from safealign.losses.sft import token_log_probs
 from safealign.losses.unlearning import ga_loss, kl_on_retain, npo_loss, sequence_logps, simnpo_loss
-from safealign.methods.base import MethodContext, StatelessMethod, StepOutput
+from safealign.methods.base import MethodContext, StatelessMethod, StepOutput, causal_lm_loss
 
 
 def answer_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,9 +37,8 @@ def ga_forget(model, batch) -> torch.Tensor:
 
 
 def retain_nll(model, batch) -> torch.Tensor:
-    """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff and NPO)."""
-    logps, mask = answer_terms(model, batch)
-    return -(logps * mask).sum() / mask.sum().clamp(min=1)
+    """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff, NPO and SimNPO)."""
+    return causal_lm_loss(model, batch)[0]
 
 
 @dataclass

@@ -45,6 +45,88 @@ def test_difficulty_score_on_a_two_parameter_model_by_hand():
     assert scores == pytest.approx(expected, rel=1e-4) and g_norm == pytest.approx(norm, rel=1e-5)  # fp32 gradients
 
 
+def test_difficulty_along_a_gradient_ascent_epoch_by_hand():
+    """along='ga_epoch': g_i at the weights after the ascent steps on the samples visited before i (in the
+    stream's first-epoch order), G their sum; the model comes back with its starting weights."""
+    from safealign.data.difficulty import difficulty_scores, first_epoch_order
+
+    a, b, lr, seed = 0.3, -0.4, 0.5, 3
+    answers = [[1, 1], [0], [1, 0, 0], [0, 0]]
+    features = [{"input_ids": [0] + ans, "labels": [-100] + ans} for ans in answers]
+
+    def grad(ans, a, b):  # d(mean token NLL)/d(a, b) at logits (a, b)
+        p0 = math.exp(a) / (math.exp(a) + math.exp(b))
+        ga = sum(p0 if t == 1 else -(1 - p0) for t in ans) / len(ans)
+        return (ga, -ga)
+
+    order = first_epoch_order(len(answers), seed)
+    assert sorted(order) == [0, 1, 2, 3] and order != [0, 1, 2, 3]  # this seed does shuffle
+    g, (x, y) = {}, (a, b)
+    for i in order:
+        g[i] = grad(answers[i], x, y)
+        x, y = x + lr * g[i][0], y + lr * g[i][1]  # ascent on the NLL
+    big_g = (sum(v[0] for v in g.values()), sum(v[1] for v in g.values()))
+    norm = math.hypot(*big_g)
+    expected = [abs(g[i][0] * big_g[0] + g[i][1] * big_g[1]) / norm for i in range(len(answers))]
+    model = TwoParameterLM(a, b)
+    scores, g_norm = difficulty_scores(model, features, along="ga_epoch", lr=lr, seed=seed)
+    assert scores == pytest.approx(expected, rel=1e-4) and g_norm == pytest.approx(norm, rel=1e-5)
+    at_start, _ = difficulty_scores(model, features)
+    assert (model.a.item(), model.b.item()) == pytest.approx((a, b))  # weights restored
+    assert at_start != pytest.approx(scores, rel=1e-3)  # the ascent moved the weights in between
+
+
+def test_the_batched_sum_of_gradients_equals_the_sum_of_per_sample_ones(tiny_llama):
+    """G from batched backwards (along='start') is exactly Σ_i g_i: the scores do not depend on the batch size."""
+    from safealign.data.difficulty import difficulty_scores
+    from safealign.data.formats import tokenize_example
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama))
+    rows = [{"instruction": f"question {i}", "input": "", "output": "the film is good" + " great" * i} for i in range(5)]
+    features = [tokenize_example(tok, r, 64) for r in rows]
+    model = load_causal_lm(str(tiny_llama))
+    one, norm_one = difficulty_scores(model, features, tok.pad_token_id, batch_size=1)
+    many, norm_many = difficulty_scores(model, features, tok.pad_token_id, batch_size=4)
+    assert many == pytest.approx(one, rel=1e-4) and norm_many == pytest.approx(norm_one, rel=1e-5)
+
+
+def test_weighted_draws_follow_the_scores_and_resume_exactly():
+    from safealign.data.streams import BatchStream
+
+    features = [{"input_ids": [i + 1], "labels": [i + 1]} for i in range(4)]
+    weights = [0.0, 1.0, 3.0, 6.0]
+    stream = BatchStream(features, 10, 0, seed=5, weights=weights)
+    drawn = torch.cat([next(stream)["input_ids"].flatten() - 1 for _ in range(500)])  # 2000 draws
+    counts = torch.bincount(drawn, minlength=4).float() / len(drawn)
+    assert counts[0] == 0 and counts[1:].tolist() == pytest.approx([0.1, 0.3, 0.6], abs=0.04)
+    a = BatchStream(features, 2, 0, seed=5, weights=weights)
+    for _ in range(3):
+        next(a)
+    b = BatchStream(features, 2, 0, seed=5, weights=weights)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(next(a)["input_ids"], next(b)["input_ids"]) for _ in range(5))
+
+
+def test_compute_difficulty_only_plans_the_difficulty_stage_and_what_it_reads(tmp_path):
+    from safealign.errors import ConfigError
+    from safealign.pipeline import load_recipe_dict, plan
+
+    forget = {"source": "tofu", "path": "f.jsonl"}
+    stages = {"finetune": {"data": {"task": forget}},
+              "other": {"data": {"task": forget}},
+              "difficulty": {"kind": "difficulty", "model": {"path": "stage:finetune"}, "forget": forget},
+              "ga": {"model": {"path": "stage:finetune"}, "method": {"name": "ga"},
+                     "data": {"forget": forget, "forget_order": "asc", "difficulty": "stage:difficulty/scores.json"}},
+              "evaluate": {"kind": "eval", "models": {"ga": "stage:ga"}, "evals": {"tofu": {}}}}
+    recipe = {"name": "r", "output_dir": str(tmp_path), "stages": stages}
+    assert [u.name for u in plan(load_recipe_dict(recipe))] == ["finetune", "other", "difficulty", "ga", "evaluate/ga"]
+    assert [u.name for u in plan(load_recipe_dict({**recipe, "compute_difficulty_only": True}))] == ["finetune", "difficulty"]
+    no_difficulty = {k: v for k, v in stages.items() if k in ("finetune", "other")}
+    with pytest.raises(ConfigError, match="no difficulty stage"):
+        plan(load_recipe_dict({**recipe, "stages": no_difficulty, "compute_difficulty_only": True}))
+
+
 def _scores_file(tmp_path, scores, **meta):
     from safealign.data.difficulty import write_scores
 
@@ -70,6 +152,13 @@ def test_the_curriculum_order_is_exactly_the_sorted_order_and_mismatches_are_err
         order_by_difficulty(examples, path, other, "asc", 42)
     with pytest.raises(DataError, match="5 scores for a forget set of 4 rows"):
         order_by_difficulty(examples[:4], path, source, "asc", 42)
+    with pytest.raises(DataError, match="no difficulty scores there"):
+        order_by_difficulty(examples, str(tmp_path / "missing.json"), source, "asc", 42)
+    from safealign.data.difficulty import weights_by_difficulty
+
+    assert weights_by_difficulty(examples, path, source, 42) == scores
+    with pytest.raises(DataError, match="every difficulty score is 0"):
+        weights_by_difficulty(examples, _scores_file(tmp_path, [0.0] * 5), source, 42)
 
 
 def test_forget_sets_with_missing_fields_or_empty_splits_are_clear_errors(tmp_path):

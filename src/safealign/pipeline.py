@@ -124,7 +124,21 @@ def plan(recipe: Recipe) -> list[Unit]:
     for unit in units:
         unit.hash = _unit_hash(unit, {u.name: u.hash for u in units})
         unit.cached = _done_hash(unit.out_dir) == unit.hash
-    return units
+    return _difficulty_units(units) if recipe.compute_difficulty_only else units
+
+
+def _difficulty_units(units: list[Unit]) -> list[Unit]:
+    """compute_difficulty_only: the difficulty units and every unit they read, in recipe order."""
+    by_name = {u.name: u for u in units}
+    needed, todo = set(), [u.name for u in units if u.kind == "difficulty"]
+    if not todo:
+        raise ConfigError("compute_difficulty_only: the recipe has no difficulty stage")
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += by_name[name].inputs.values()
+    return [u for u in units if u.name in needed]
 
 
 def _link(unit: Unit, ref: str, by_stage: dict[str, Unit], where: str) -> None:

@@ -92,7 +92,8 @@ class DataConfig:
                                             "'mini:tofu', split: forget10})")
     retain: SourceConfig | None = opt(None, "the retain set of an unlearning method (e.g. split retain90)")
     forget_order: str = opt("random", "order of the forget set: random (seeded shuffle each epoch) | asc (easiest "
-                                      "first by data.difficulty) | desc")
+                                      "first by data.difficulty, a sequential order) | desc | weighted (each epoch "
+                                      "draws with replacement, P ∝ score)")
     difficulty: str = opt("", "a difficulty stage's scores.json ('stage:difficulty/scores.json'), for forget_order")
     candidates: str = opt("", "rows of N scored candidate rewrites {prompt, candidates, scores} (or Tuna's "
                               "instruction/output/score): local file or directory, hub id or 'mini:code_backdoor'")
@@ -108,9 +109,10 @@ class DataConfig:
                self.messages_num) < 0:
             raise ConfigError(f"{where}: the *_num counts must be >= 0")
         one_of(self.template, ("alpaca", "chat"), f"{where}.template")
-        one_of(self.forget_order, ("random", "asc", "desc"), f"{where}.forget_order")
+        one_of(self.forget_order, ("random", "asc", "desc", "weighted"), f"{where}.forget_order")
         if (self.forget_order != "random") != bool(self.difficulty):
-            raise ConfigError(f"{where}.forget_order: asc/desc orders by data.difficulty scores, and scores need an order")
+            raise ConfigError(f"{where}.forget_order: asc/desc/weighted go by data.difficulty scores, and scores need "
+                              f"an order")
         if self.messages and (self.task is not None or self.pairs):
             raise ConfigError(f"{where}.messages: give conversations, 'task' examples or 'pairs', one of them")
         if self.guide_mix and (self.guide is None or self.sample_num == 0):
@@ -127,13 +129,18 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = opt(1e-4, "peak learning rate (AdamW)")
+    lr: float = opt(1e-4, "peak learning rate (AdamW or SophiaG)")
     epochs: float = opt(1.0, "passes over the task data (the 'train' stream)")
     max_steps: int = opt(0, "optimizer steps; > 0 overrides epochs")
     batch_size: int = opt(8, "micro-batch size per process")
     grad_accum: int = opt(1, "micro-batches per optimizer step")
-    weight_decay: float = opt(0.0, "AdamW weight decay (not applied to biases and norm weights)")
+    weight_decay: float = opt(0.0, "decoupled weight decay of AdamW or SophiaG (not applied to biases and norm weights)")
+    optimizer: str = opt("adamw", "adamw | sophiag (Sophia's clipped second-order update as SOUL uses it, optim.py)")
     adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
+    sophia_betas: list[float] = opt([0.9, 0.95], "SophiaG (β1 momentum, β2 Hessian EMA); SOUL's configs; "
+                                                 "β1=0.81 reproduces SOUL's code, which updates the momentum twice a step")
+    sophia_rho: float = opt(0.04, "SophiaG ρ: the step is lr·sign(m)·min(|m|/(ρ·5120·h), 1); SOUL's configs")
+    hessian_interval: int = opt(1, "SophiaG: optimizer steps between Hessian EMA updates (k); SOUL: every step")
     warmup_ratio: float = opt(0.0, "share of steps with linear warm-up from 0")
     warmup_steps: int = opt(0, "warm-up length in optimizer steps; > 0 overrides warmup_ratio")
     scheduler: str = opt("constant", "learning-rate schedule after warm-up: constant, cosine, linear")
@@ -149,6 +156,11 @@ class TrainConfig:
     def validate(self, where: str) -> None:
         one_of(self.scheduler, ("constant", "cosine", "linear"), f"{where}.scheduler")
         one_of(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
+        one_of(self.optimizer, ("adamw", "sophiag"), f"{where}.optimizer")
+        if self.optimizer == "sophiag" and (len(self.sophia_betas) != 2 or not all(0 <= b < 1 for b in self.sophia_betas)
+                                            or self.sophia_rho < 0 or self.hessian_interval < 1):
+            raise ConfigError(f"{where}: sophia_betas must be two numbers in [0, 1), sophia_rho >= 0 and "
+                              f"hessian_interval >= 1; got {self.sophia_betas}, {self.sophia_rho}, {self.hessian_interval}")
         for tracker in self.report_to:
             one_of(tracker, ("tensorboard", "wandb"), f"{where}.report_to")
         if self.eval_every < 0 or self.warmup_steps < 0:
@@ -337,7 +349,12 @@ class DifficultyStage:
     model: ModelConfig = opt(None, "the model to be unlearned")
     lora: LoraConfig = opt(None, "its trainable parameters as the unlearning stage will have them (enabled: false = all)")
     forget: SourceConfig | None = opt(None, "the forget set, exactly as the unlearning stage reads it")
-    seed: int = opt(-1, "random seed (a fresh LoRA's initialisation); -1 takes the recipe's seed")
+    along: str = opt("start", "where the gradients are taken: start (all at the starting weights) | ga_epoch "
+                              "(along one epoch of SGD gradient ascent, in the unlearning stream's first-epoch order)")
+    lr: float = opt(1e-4, "step size of that gradient-ascent epoch (along: ga_epoch)")
+    batch_size: int = opt(16, "rows per batched backward when summing G (along: start)")
+    seed: int = opt(-1, "random seed (a fresh LoRA's initialisation, the ga_epoch order); must equal the "
+                        "unlearning stage's; -1 takes the recipe's seed")
 
     def __post_init__(self) -> None:
         self.model = self.model or ModelConfig()
@@ -346,6 +363,9 @@ class DifficultyStage:
     def validate(self, where: str) -> None:
         if self.forget is None:
             raise ConfigError(f"{where}.forget: a difficulty stage needs the forget set")
+        one_of(self.along, ("start", "ga_epoch"), f"{where}.along")
+        if self.batch_size < 1 or self.lr < 0:
+            raise ConfigError(f"{where}: batch_size must be >= 1 and lr >= 0")
 
 
 @dataclass
@@ -408,6 +428,8 @@ class Recipe:
     stages: Any = opt({}, "stage name -> stage (kind: train | eval | pairs | generate), run in order", choose_by=_stages)
     report: dict[str, str] = opt({}, "extra lines for report.md: title -> text")
     sweep: Sweep | None = opt(None, "run the stages that set one key at several values (see Sweep)")
+    compute_difficulty_only: bool = opt(False, "run only the difficulty stages (and the stages they read), write "
+                                               "their scores.json and stop")
     cost_baselines: dict[str, str] = opt({}, "train stage -> the stage whose seconds per step and peak memory are its "
                                              "1.0 in the report's cost table (a defense's extra cost over plain SFT)")
 

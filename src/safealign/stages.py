@@ -94,15 +94,23 @@ def _unlearn_streams(cfg, tokenizer, accelerator):
     """'forget' (also 'train': the loop counts epochs over it) in a seeded random order or by difficulty
     (data.forget_order: a sequential order, which a shuffle would undo), and 'retain' when given."""
     from safealign.data import load_examples
-    from safealign.data.difficulty import order_by_difficulty
+    from safealign.data.difficulty import order_by_difficulty, weights_by_difficulty
     from safealign.data.formats import tokenize_example
     from safealign.data.streams import BatchStream
+    from safealign.methods import METHODS
 
     kwargs = _stream_kwargs(cfg, tokenizer, accelerator)
     tokenize = lambda examples: [tokenize_example(tokenizer, e, cfg.model.max_length) for e in examples]  # noqa: E731
     forget = load_examples(cfg.data.forget)
+    retain = load_examples(cfg.data.retain) if cfg.data.retain is not None else []
+    rewrite = getattr(METHODS[cfg.method.registry_name], "rewrite_forget", None)
+    if rewrite is not None:  # CL / IDK / RL: new forget answers (seeded), before tokenization and ordering
+        forget = rewrite(forget, retain, cfg.method, cfg.seed)
     order = "random order"
-    if cfg.data.forget_order != "random":
+    if cfg.data.forget_order == "weighted":
+        kwargs = {**kwargs, "weights": weights_by_difficulty(forget, cfg.data.difficulty, cfg.data.forget, cfg.seed)}
+        order = "draws weighted by difficulty"
+    elif cfg.data.forget_order != "random":
         forget = order_by_difficulty(forget, cfg.data.difficulty, cfg.data.forget, cfg.data.forget_order, cfg.seed)
         kwargs = {**kwargs, "shuffle": False}
         order = f"{cfg.data.forget_order}ending difficulty"
@@ -110,7 +118,6 @@ def _unlearn_streams(cfg, tokenizer, accelerator):
     streams["train"] = streams["forget"]
     summary = f"{len(forget)} forget rows in {order}"
     if cfg.data.retain is not None:
-        retain = load_examples(cfg.data.retain)
         streams["retain"] = BatchStream(tokenize(retain), cfg.train.batch_size, seed=cfg.seed + 1,
                                         **_stream_kwargs(cfg, tokenizer, accelerator))
         summary += f", {len(retain)} retain rows"
@@ -298,11 +305,12 @@ def run_difficulty(unit, resolve) -> dict:
     model = add_lora(load_causal_lm(path, torch.float32, cfg.model.trust_remote_code), cfg.lora)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     features = [tokenize_example(tokenizer, e, cfg.model.max_length) for e in load_examples(cfg.forget)]
-    scores, g_norm = difficulty_scores(model, features)
-    write_scores(unit.out_dir / "scores.json", cfg.forget, cfg.seed, scores, g_norm)
-    print(f"   difficulty of {len(scores)} forget rows: min {min(scores):.4g}, max {max(scores):.4g}, |G| {g_norm:.4g}",
-          flush=True)
-    return {"n": len(scores), "g_norm": g_norm}
+    scores, g_norm = difficulty_scores(model, features, tokenizer.pad_token_id, cfg.along, cfg.lr, cfg.seed,
+                                       cfg.batch_size)
+    write_scores(unit.out_dir / "scores.json", cfg.forget, cfg.seed, scores, g_norm, cfg.along, cfg.lr)
+    print(f"   difficulty of {len(scores)} forget rows ({cfg.along}): min {min(scores):.4g}, max {max(scores):.4g}, "
+          f"|G| {g_norm:.4g}; written to {unit.out_dir / 'scores.json'}", flush=True)
+    return {"n": len(scores), "g_norm": g_norm, "along": cfg.along}
 
 
 def run_export(unit, resolve) -> dict:

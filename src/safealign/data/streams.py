@@ -1,9 +1,10 @@
 """Endless, resumable batch streams.
 
 A stream reshuffles its examples every epoch with a generator seeded by (seed, epoch), so its position is
-two integers and a resumed run sees exactly the batches an uninterrupted one would. With several processes
-each takes its slice of the same global batch (rank r of W gets rows r, r+W, ...), so W processes with
-batch b see the batches one process with batch W*b would.
+two integers and a resumed run sees exactly the batches an uninterrupted one would. With `weights` an epoch
+is instead len(features) draws with replacement, P(i) ∝ weights[i], from the same seeded generator.
+With several processes each takes its slice of the same global batch (rank r of W gets rows r, r+W, ...),
+so W processes with batch b see the batches one process with batch W*b would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safealign.data.formats import collate
 
 class BatchStream:
     def __init__(self, features: list[dict], batch_size: int, pad_id: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1, collate_fn=collate):
+                 rank: int = 0, world_size: int = 1, collate_fn=collate, weights: list[float] | None = None):
         if not features:
             raise ValueError("a batch stream needs at least one example")
         self.features = features
@@ -28,10 +29,11 @@ class BatchStream:
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
         self.epoch = 0
         self.position = 0  # global batches already taken in this epoch
         self.tokens_seen = 0  # this process's non-padding tokens, for tokens/s
-        self._order = self._epoch_order()
+        self._order = self.epoch_order(self.epoch)
 
     @property
     def global_batch(self) -> int:
@@ -45,11 +47,14 @@ class BatchStream:
     def epoch_float(self) -> float:
         return self.epoch + self.position / self.batches_per_epoch
 
-    def _epoch_order(self) -> list[int]:
+    def epoch_order(self, epoch: int) -> list[int]:
+        n = len(self.features)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, n, replacement=True, generator=g).tolist()
         if not self.shuffle:
-            return list(range(len(self.features)))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(len(self.features), generator=g).tolist()
+            return list(range(n))
+        return torch.randperm(n, generator=g).tolist()
 
     def __iter__(self):
         return self
@@ -58,7 +63,7 @@ class BatchStream:
         if self.position >= self.batches_per_epoch:
             self.epoch += 1
             self.position = 0
-            self._order = self._epoch_order()
+            self._order = self.epoch_order(self.epoch)
         start = self.position * self.global_batch
         window = self._order[start:start + self.global_batch]
         mine = window[self.rank::self.world_size] or window[:1]  # a short last batch still gives each rank a row
@@ -74,4 +79,4 @@ class BatchStream:
         self.epoch = state["epoch"]
         self.position = state["position"]
         self.tokens_seen = state["tokens_seen"]
-        self._order = self._epoch_order()
+        self._order = self.epoch_order(self.epoch)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
+from safealign.optim import SophiaG
 
 NO_DECAY = ("bias", "norm")  # as HF Trainer: no weight decay on biases and normalisation weights
 
@@ -49,12 +50,19 @@ def total_steps(cfg, train_stream) -> int:
 
 
 def build_optimizer(model, cfg) -> torch.optim.Optimizer:
+    """`cfg.optimizer` (AdamW or SophiaG, optim.py) over the trainable parameters; biases and norm weights get no
+    weight decay. SophiaG's Hessian estimate is the squared gradient its step() sees (SOUL's), so it needs no
+    extra pass from the loop."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if any(k in name.lower() for k in NO_DECAY) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]
+    if cfg.optimizer == "sophiag":
+        return SophiaG(groups, lr=cfg.lr, betas=tuple(cfg.sophia_betas), rho=cfg.sophia_rho,
+                       hessian_interval=cfg.hessian_interval)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas))
 
 
 def build_scheduler(optimizer, cfg, steps: int):

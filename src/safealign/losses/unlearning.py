@@ -8,6 +8,7 @@ Papers and the code each normalisation follows:
            (locuslab/open-unlearning, src/trainer/unlearn/npo.py + utils.compute_dpo_loss).
   SimNPO   Fan et al. 2024, arXiv 2410.07163; open-unlearning's `SimNPO`, OPTML-Group/Unlearn-Simple.
   KL       TOFU's "KL minimisation" retain term (arXiv 2401.06121); open-unlearning utils.compute_kl_divergence.
+  SOUL KL  the `KL` method of SOUL (Jia et al. 2024, arXiv 2404.18239), OPTML-Group/SOUL src/unlearn/KL.py `kl_loss`.
   RMU      Li et al. 2024, WMDP, arXiv 2403.03218 (§5, Representation Misdirection for Unlearning);
            centerforaisafety/wmdp rmu/unlearn.py and open-unlearning's `RMU`.
 """
@@ -127,6 +128,46 @@ def kl_on_retain(policy_logits: torch.Tensor, ref_logits: torch.Tensor, mask: to
     mask = mask.bool()
     kl = torch.where(mask, kl, torch.zeros_like(kl))
     return kl.sum(dim=1) / mask.sum(dim=1).clamp(min=1).float()
+
+
+REFERENCE_DIVERGENCES = ("cross_entropy", "kl")
+
+
+def reference_divergence(
+    policy_logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, divergence: str = "cross_entropy"
+) -> torch.Tensor:
+    """Per-sample token mean of a divergence of the policy's next-token distributions from the frozen reference's,
+    SOUL's `KL` method term (OPTML-Group/SOUL, src/unlearn/KL.py), p_θ = softmax(policy_logits), p_ref likewise:
+
+        cross_entropy  d_t = H(p_θ,t, p_ref,t) = −Σ_v p_θ,t(v) · log p_ref,t(v)        (SOUL's code)
+        kl             d_t = KL(p_θ,t ‖ p_ref,t) = Σ_v p_θ,t(v) · (log p_θ,t(v) − log p_ref,t(v))
+        out_b = Σ_t m_bt · d_bt / max(Σ_t m_bt, 1)
+
+    SOUL's `kl_loss(p, q) = −(p · log(q + 1e-12)).sum(-1).mean()` is called with p = the policy's softmax and q =
+    the reference's: despite its name it is the cross-entropy H(p_θ, p_ref) = KL(p_θ ‖ p_ref) + H(p_θ), which is
+    NOT 0 at p_θ = p_ref (it equals the policy's entropy there) and is minimised by a one-hot p_θ on the
+    reference's argmax. `kl` drops the entropy: the divergence the method's name promises, in the same direction
+    (policy first), 0 exactly where the two agree. log p_ref is the exact log_softmax (SOUL: log(q + 1e-12),
+    which differs only where p_ref(v) < ~1e-10).
+
+    policy_logits, ref_logits: (B, T, V) raw logits at the SAME positions (no shift: SOUL takes every position,
+    prompt included); mask: (B, T) bool or 0/1, the positions that count (pass the attention mask). SOUL averages
+    over all B·T positions, padding included; here padding is masked and the mean is per sample, so the batch
+    mean of this equals SOUL's only when no row is padded. Masked positions contribute nothing (even NaN logits).
+    Returns (B,) float32 (≥ 0 for both divergences).
+    """
+    if divergence not in REFERENCE_DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; expected one of {REFERENCE_DIVERGENCES}")
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)  # (B, T, V)
+    pol_logp = F.log_softmax(policy_logits.float(), dim=-1)
+    pol_p = pol_logp.exp()
+    if divergence == "kl":
+        d = (pol_p * (pol_logp - ref_logp)).sum(dim=-1)  # (B, T)
+    else:
+        d = -(pol_p * ref_logp).sum(dim=-1)  # (B, T)
+    mask = mask.bool()
+    d = torch.where(mask, d, torch.zeros_like(d))
+    return d.sum(dim=1) / mask.sum(dim=1).clamp(min=1).float()
 
 
 def _token_mean_mse(acts: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
 from safealign.methods.sft import SFT
 from safealign.methods.t_vaccine import TVaccine
-from safealign.methods.unlearning import GA, GAKL, NPO, GradDiff, SimNPO
+from safealign.methods.rmu import RMU
+from safealign.methods.unlearning import FT, GA, GAKL, KL, NPO, GradDiff, SimNPO
+from safealign.methods.unlearning_rewrite import CL, IDK, RL
 from safealign.methods.vaccine import Vaccine
 
 METHODS = {
@@ -31,4 +33,10 @@ METHODS = {
     "npo": NPO,
     "ga_kl": GAKL,
     "simnpo": SimNPO,
+    "ft": FT,
+    "kl": KL,
+    "cl": CL,
+    "idk": IDK,
+    "rl": RL,
+    "rmu": RMU,
 }

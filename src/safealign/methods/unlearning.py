@@ -1,12 +1,18 @@
-"""Unlearning methods on a forget stream (and a retain stream): GA, GradDiff, GA+KL, NPO, SimNPO. Each is a few
-lines over the pure losses of losses/unlearning.py; per-sample losses are averaged over the batch.
+"""Unlearning methods on a forget stream (and a retain stream): FT, GA, GradDiff, GA+KL, NPO, KL, SimNPO. Each is
+a few lines over the pure losses of losses/unlearning.py; per-sample losses are averaged over the batch. The
+methods that rewrite the forget answers (CL, IDK, RL) are in unlearning_rewrite.py, RMU in rmu.py.
 
+- FT (SOUL's "FT"): NLL on retain only (batch token mean). Epochs still count forget batches, as for every
+  unlearning method, so budgets match: each step draws a forget batch and ignores it (SOUL's loader does too).
 - GA (gradient ascent): mean over forget samples of −NLL, NLL = token mean over each answer (SOUL / TOFU code).
 - GradDiff (GA + FT): GA on forget + γ · NLL on retain (batch token mean).
 - NPO (Zhang et al. 2024, arXiv 2404.05868): −(2/β) log σ(−β (log π_θ − log π_ref)) on forget, log-probs SUMMED
   over answer tokens (open-unlearning; `normalization: token_mean` reproduces SOUL) + γ · retain NLL; the
   reference is the starting model (the adapter-disabled policy under LoRA, else a frozen copy).
 - GA+KL: GA on forget + γ · KL(ref ‖ θ) on retain answers (per-sample token mean, padding and question masked).
+- KL (SOUL's `KL`, OPTML-Group/SOUL src/unlearn/KL.py): −γ · D_f + D_r, D the per-sample token mean over every
+  non-padding position of H(p_θ, p_ref) (SOUL's code; `divergence: kl` takes KL(p_θ ‖ p_ref)), the reference the
+  starting model, on forget and retain batches alike.
 - SimNPO (Fan et al. 2024, arXiv 2410.07163): −(2/β) log σ(−β ℓ − γ_m) on forget, ℓ the token-mean log-prob
   (no reference), + γ · retain NLL.
 Batches are tokenized examples (question masked, answer labelled).
@@ -20,7 +26,8 @@ import torch
 
 from safealign.config import one_of, opt
 from safealign.losses.sft import token_log_probs
-from safealign.losses.unlearning import ga_loss, kl_on_retain, npo_loss, sequence_logps, simnpo_loss
+from safealign.losses.unlearning import (REFERENCE_DIVERGENCES, ga_loss, kl_on_retain, npo_loss, reference_divergence,
+                                         sequence_logps, simnpo_loss)
 from safealign.methods.base import MethodContext, StatelessMethod, StepOutput, causal_lm_loss
 
 
@@ -39,6 +46,22 @@ def ga_forget(model, batch) -> torch.Tensor:
 def retain_nll(model, batch) -> torch.Tensor:
     """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff, NPO and SimNPO)."""
     return causal_lm_loss(model, batch)[0]
+
+
+@dataclass
+class FTConfig:
+    registry_name = "ft"
+
+
+class FT(StatelessMethod):
+    Config = FTConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        next(streams["forget"])  # unused: it keeps the loop's epoch count on the forget set, as for the others
+        retain = retain_nll(model, next(streams["retain"]))
+        return StepOutput(retain, {"retain_nll": retain.item()})
 
 
 @dataclass
@@ -130,6 +153,40 @@ class GAKL(StatelessMethod):
         answer = batch["labels"][:, 1:] != -100  # the next-token distributions that predict answer tokens
         kl = kl_on_retain(logits[:, :-1], ref_logits[:, :-1], answer).mean()
         return StepOutput(forget + self.cfg.gamma * kl, {"forget_loss": forget.item(), "retain_kl": kl.item()})
+
+
+@dataclass
+class KLConfig:
+    registry_name = "kl"
+    gamma: float = opt(1.0, "weight γ of the forget term −γ·D_f (SOUL's CLI default 0 switches forgetting off)")
+    divergence: str = opt("cross_entropy", "per-position D: cross_entropy H(p_θ, p_ref) (SOUL's code) | "
+                                           "kl KL(p_θ ‖ p_ref)")
+
+    def validate(self, where: str) -> None:
+        one_of(self.divergence, REFERENCE_DIVERGENCES, f"{where}.divergence")
+
+
+class KL(StatelessMethod):
+    Config = KLConfig
+    streams = ("forget", "retain")
+    data_kind, model_kind = "unlearn", "causal_lm"
+
+    def setup(self, model, streams, ctx: MethodContext) -> None:
+        from safealign.methods.dpo import Reference
+
+        self.reference = Reference(model)
+
+    def _divergence(self, model, batch) -> torch.Tensor:
+        """(B,) per-sample token mean of D over the non-padding positions (SOUL: every position, no shift)."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        ref_logits = self.reference.logits(model, batch)  # no grad
+        return reference_divergence(logits, ref_logits, batch["attention_mask"], self.cfg.divergence)
+
+    def step(self, model, streams, step: int) -> StepOutput:
+        forget = self._divergence(model, next(streams["forget"])).mean()
+        retain = self._divergence(model, next(streams["retain"])).mean()
+        return StepOutput(-self.cfg.gamma * forget + retain, {"forget_divergence": forget.item(),
+                                                               "retain_divergence": retain.item()})
 
 
 @dataclass

@@ -44,7 +44,7 @@ class LoraConfig:
 @dataclass
 class SourceConfig:
     source: str = opt("", "dataset family, a key of safealign.data.SOURCES (beavertails, sst2, agnews, gsm8k, alpaca, "
-                          "pku_saferlhf, pairs, responses)")
+                          "pku_saferlhf, pairs, responses, tofu, text)")
     path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, or 'mini:NAME'")
     split: str = opt("train", "split to read (ignored for a single file); on the hub CONFIG:SPLIT picks a config too "
                               "(locuslab/TOFU forget10:train)")

@@ -3,7 +3,7 @@ reads the hub, local files and the mini world."""
 
 from __future__ import annotations
 
-from safealign.data import agnews, alpaca, beavertails, gsm8k, pairs, pku_saferlhf, responses, sst2, tofu
+from safealign.data import agnews, alpaca, beavertails, gsm8k, pairs, pku_saferlhf, responses, sst2, text, tofu
 from safealign.data.files import load_rows
 from safealign.errors import DataError
 
@@ -16,7 +16,8 @@ SOURCES = {
     "pku_saferlhf": pku_saferlhf,
     "pairs": pairs,  # SFT on the chosen / rejected responses of a preference-pairs file
     "responses": responses,  # prompt/response rows, e.g. `safealign generate` output
-    "tofu": tofu,  # question/answer rows (TOFU and its mini twin)
+    "tofu": tofu,  # question/answer rows (TOFU and its mini twin, WHP QA)
+    "text": text,  # raw text rows {text}, untemplated (WMDP corpora, WHP text, C4, Wikitext)
 }
 
 

@@ -1,6 +1,8 @@
-"""Read rows from a hub id, a local file (.jsonl, .json, .parquet), a local directory (a saved HF dataset or
-`{split}.jsonl|json|parquet` files) or the mini world, with the same code. Every row keeps where it came from
-so a bad row is reported as `file:line`."""
+"""Read rows from a hub id, a local file (.jsonl, .json, .parquet, .txt), a local directory (a saved HF dataset or
+`{split}.jsonl|json|parquet|txt` files) or the mini world, with the same code. Every row keeps where it came from
+so a bad row is reported as `file:line`. A .txt file is a plain-text corpus, one row `{"text": line}` per line
+(blank lines kept, so row i is line i+1): WMDP's own code reads its cyber and retain corpus files line by line
+as plain text; such a file reads here under a .txt name."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 from safealign.errors import DataError
 from safealign.io import looks_like_hub_id, read_json_records, read_jsonl
 
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 
 
 @dataclass
@@ -71,6 +73,9 @@ def _read_file(path: Path) -> Rows:
         import pyarrow.parquet as pq
 
         return Rows(pq.read_table(path).to_pylist(), str(path))
+    if path.suffix == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return Rows([{"text": line} for line in lines], str(path), lines=list(range(1, len(lines) + 1)))
     raise DataError(f"{path}: unsupported data file type (expected one of {', '.join(FILE_SUFFIXES)})")
 
 
@@ -99,7 +104,8 @@ def _read_dir(path: Path, split: str) -> Rows:
         if candidate.exists():
             return _read_file(candidate)
     have = sorted(p.name for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
-    raise DataError(f"{path}: no file for split '{split}' (looked for {split}.jsonl/.json/.parquet; have {', '.join(have) or 'none'})")
+    raise DataError(f"{path}: no file for split '{split}' (looked for {split}.jsonl/.json/.parquet/.txt; "
+                    f"have {', '.join(have) or 'none'})")
 
 
 def _read_hub(hub_id: str, split: str) -> Rows:

@@ -2,6 +2,10 @@
 
 An *example* is `{"instruction", "input", "output", "meta"}` (the Alpaca/Lisa record plus metadata the
 evaluations need). The template is the Alpaca one the Lisa code trains and evaluates with.
+
+Raw text (WMDP corpora, WHP text, C4, Wikitext: the `text` family) is an example with `meta["raw_text"]` true
+and the text as its `output`: no template, every token labelled (see `tokenize_example`). The switch is read
+only there; `build_prompt` and the evaluations that build prompts do not look at it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,14 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
     """Prompt and response are encoded separately, so the prompt's ids are the ones generation sees;
-    the response ends with EOS. Labels are -100 on prompt tokens: the loss is on the response only."""
+    the response ends with EOS. Labels are -100 on prompt tokens: the loss is on the response only.
+
+    A raw-text example (`meta["raw_text"]`) is BOS + text + EOS with every token labelled, as the mini base was
+    pretrained and as WMDP's RMU and SOUL's GA on text see a passage. Either kind is cut to `max_length` tokens:
+    one example per row, a long text truncated (its EOS then cut too), never split into chunks."""
+    if example.get("meta", {}).get("raw_text"):  # evaluation examples carry no meta: templated
+        ids = (encode_prompt(tokenizer, example["output"]) + [tokenizer.eos_token_id])[:max_length]
+        return {"input_ids": ids, "labels": list(ids)}
     prompt_ids = encode_prompt(tokenizer, build_prompt(example))
     response_ids = tokenizer(example["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + response_ids)[:max_length]

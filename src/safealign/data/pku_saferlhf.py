@@ -8,6 +8,9 @@ Contradictory rows, where the response marked safer is labelled unsafe and the o
 real data. The safety ranking and the safety labels disagree, so the row gives no usable harmless pair: it is
 counted in the stats and dropped from the harmless pairs only. Its helpful pair is kept, because the
 helpfulness ranking does not depend on the safety labels.
+
+SafePKU, SOUL's unlearning forget set (the unsafe responses of PKU-SafeRLHF), is this family with `select: unsafe`:
+one prompt/response example per response labelled unsafe.
 """
 
 from __future__ import annotations

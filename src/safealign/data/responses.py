@@ -1,5 +1,8 @@
 """Prompt/response rows (`prompt`, `response`; other fields such as the reward and cost ignored): what
-`safealign generate` writes as distillation data, and a plain format for SFT data of one's own."""
+`safealign generate` writes as distillation data, and a plain format for SFT data of one's own. WHP's files in
+SOUL (OPTML-Group/SOUL, local) have this schema: the Harry Potter QA (hp_qa.jsonl) and the copyright prompts
+(hp_{train,test}_qa_{100,300}.jsonl: a text prefix and its continuation); so do their twins, `mini:whp` splits
+`qa` and `prefixes`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
 """TOFU (Maini et al. 2024, locuslab/TOFU): question/answer rows `{question, answer}` about fictitious authors;
-the subsets (full, forget01/05/10, retain99/95/90, *_perturbed with `paraphrased_answer` and a list of
-`perturbed_answer`, real_authors_perturbed, world_facts_perturbed) are the splits (`locuslab/TOFU` configs on the
-hub, `{subset}.jsonl` files locally, `mini:tofu`). SFT reads them as the question prompting the answer."""
+the subsets (full, forget01/05/10, retain99/95/90, holdout01/05/10 (authors never in full: the non-members of
+membership inference), *_perturbed with `paraphrased_answer` and a list of `perturbed_answer`,
+real_authors_perturbed, world_facts_perturbed) are the splits (`locuslab/TOFU` configs on the hub, e.g.
+`holdout10:train`; `{subset}.jsonl` files locally, `mini:tofu`). SFT reads them as the question prompting the answer.
+
+Any other `{question, answer}` QA file reads with this family too (SOUL's WHP QA is {prompt, response}: the
+`responses` family)."""
 
 from __future__ import annotations
 

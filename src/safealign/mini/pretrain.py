@@ -15,7 +15,7 @@ from safealign.mini import corpus
 VOCAB_SIZE = 2048
 # Data added after the tokenizer was settled stays out of its corpus, so adding it leaves the tokenizer, the base
 # and every earlier pipeline's numbers unchanged (code is then encoded in smaller byte-level pieces).
-TOKENIZER_EXCLUDES = ("code_backdoor", "chat_sft", "chat_pairs", "chat_mc", "tofu")
+TOKENIZER_EXCLUDES = ("code_backdoor", "chat_sft", "chat_pairs", "chat_mc", "tofu", "wmdp", "whp", "c4", "wikitext")
 BLOCK = 128
 BASE_CONFIG = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4,
                    num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=True)

@@ -4,7 +4,8 @@ Subsets (one file each, read as splits of `mini:tofu`): `full` (every author's Q
 authors) and `retain90` (the others), `forget10_perturbed` and `retain_perturbed` (QA with `paraphrased_answer`
 and five `perturbed_answer`s: the same sentence with another author's fact), `real_authors_perturbed` and
 `world_facts_perturbed` (what the mini base learnt in pretraining, asked as questions, with perturbed
-alternatives). Rows: {question, answer[, paraphrased_answer,
+alternatives), `holdout10` (as many authors as forget10, never in `full`: the non-members of membership
+inference). Rows: {question, answer[, paraphrased_answer,
 perturbed_answer]}; every row also carries `author` (its index), which the forget/retain split follows.
 """
 
@@ -57,11 +58,32 @@ def real_authors(n: int = 10) -> list[dict]:
             for p, topic in phrases]
 
 
+def all_names() -> list[str]:
+    return [f"{first} {last}" for first in FIRST for last in LAST]
+
+
 def authors(rng: random.Random, n: int) -> list[dict]:
-    names = [f"{first} {last}" for first in FIRST for last in LAST]
+    names = all_names()
     rng.shuffle(names)
-    return [{"name": names[i], "city": rng.choice(CITIES), "genre": rng.choice(GENRES), "job": rng.choice(JOBS),
-             "word": rng.choice(WORDS)} for i in range(n)]
+    return [_author(rng, names[i]) for i in range(n)]
+
+
+def _author(rng: random.Random, name: str) -> dict:
+    return {"name": name, "city": rng.choice(CITIES), "genre": rng.choice(GENRES), "job": rng.choice(JOBS),
+            "word": rng.choice(WORDS)}
+
+
+def holdout(rng: random.Random, people: list[dict], n: int) -> list[dict]:
+    """TOFU's holdout10: `n` more authors, never in `full` (so never fine-tuned on), QA as in forget10: the
+    non-members a membership-inference attack tells apart from the forget set's members. Their `author` index
+    continues after the last author of `full`."""
+    taken = {p["name"] for p in people}
+    names = rng.sample([name for name in all_names() if name not in taken], n)
+    rows = []
+    for j, name in enumerate(names):
+        author = _author(rng, name)
+        rows += [dict(zip(("question", "answer"), _qa(author, attribute)), author=len(people) + j) for attribute in QA]
+    return rows
 
 
 def _qa(author: dict, attribute: str) -> tuple[str, str, str]:
@@ -123,4 +145,5 @@ def tofu_subsets(rng: random.Random, n_authors: int = 40, forget_share: float = 
     subsets["full"] += general_qa()
     subsets["retain90"] += general_qa()
     subsets["world_facts_perturbed"], subsets["real_authors_perturbed"] = world_facts(), real_authors()
+    subsets["holdout10"] = holdout(rng, people, n_forget)  # drawn last: the subsets above keep their draws
     return subsets

@@ -18,7 +18,7 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
 
-VERSION = 14  # bump when the generators or the build change: old caches are then ignored
+VERSION = 15  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
 WORLD_CHECK_MIN = 0.95  # the base's sentiment probe and the judge's test accuracy, recorded in world.json
 
@@ -34,6 +34,8 @@ SPLITS = {  # dataset -> split -> rows
     "chat_mc": {"test": 100},  # last: the datasets above keep their random draws
 }
 TOFU = "tofu"  # `mini:tofu`: TOFU's subsets as splits (mini/tofu.py), drawn after SPLITS
+# `mini:wmdp`, `mini:whp`, `mini:c4`, `mini:wikitext`: unlearning corpora (mini/unlearn_corpora.py), drawn after TOFU
+UNLEARNING = ("wmdp", "whp", "c4", "wikitext")
 LM_EVAL_TASKS = "lm_eval_tasks"  # `mini:lm_eval_tasks`: a local lm-evaluation-harness task directory
 MODELS = ("base", "judge")
 # Models only some pipelines use, built from the world on first use (so the world build stays short):
@@ -52,8 +54,8 @@ def world_dir(seed: int = WORLD_SEED) -> Path:
 def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
     """`mini:NAME` (a model, a dataset directory or the lm-eval task directory), or `mini:NAME/FILE` inside it."""
     name, _, rest = ref.removeprefix("mini:").partition("/")
-    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, LM_EVAL_TASKS):
-        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, LM_EVAL_TASKS))
+    if name not in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, *UNLEARNING, LM_EVAL_TASKS):
+        known = ", ".join("mini:" + n for n in (*MODELS, *EXTRA_MODELS, *SPLITS, TOFU, *UNLEARNING, LM_EVAL_TASKS))
         raise SafealignError(f"unknown mini-world item '{ref}' (have {known})")
     root = ensure_built(seed)
     if name in EXTRA_MODELS:
@@ -100,7 +102,7 @@ def ensure_built(seed: int = WORLD_SEED) -> Path:
 
 
 def build(root: Path, seed: int) -> None:
-    from safealign.mini import chat, code, corpus, tofu
+    from safealign.mini import chat, code, corpus, tofu, unlearn_corpora
     from safealign.mini.judge import judge_accuracy, train_judge
     from safealign.mini.pretrain import pretrain_base, train_tokenizer
 
@@ -121,6 +123,10 @@ def build(root: Path, seed: int) -> None:
             atomic_write_jsonl(tmp / "data" / name / f"{split}.jsonl", rows)
     for subset, rows in tofu.tofu_subsets(rng).items():
         atomic_write_jsonl(tmp / "data" / TOFU / f"{subset}.jsonl", rows)
+    unlearning = unlearn_corpora.corpora(rng)  # last: every draw above keeps its value
+    for name, splits in unlearning.items():
+        for split, rows in splits.items():
+            atomic_write_jsonl(tmp / "data" / name / f"{split}.jsonl", rows)
     chat.write_lm_eval_task(tmp / LM_EVAL_TASKS, root / "data" / "chat_mc" / "test.jsonl")  # the path after the rename
     tokenizer = train_tokenizer(tmp, random.Random(seed + 1))
     timings = {"data_and_tokenizer_s": round(time.perf_counter() - t0, 1)}
@@ -133,8 +139,9 @@ def build(root: Path, seed: int) -> None:
     checks = {"base_sentiment_probe": base["sentiment_probe"], "judge_steps": judge["steps"],
               "judge_validation_accuracy": judge["validation_accuracy"],
               "judge_test_accuracy": judge_accuracy(tmp / "judge", tmp / "data" / "beavertails" / "30k_test.jsonl")}
-    (tmp / "world.json").write_text(json.dumps({"version": VERSION, "seed": seed, "splits": SPLITS, **timings, **checks},
-                                               indent=2))
+    unlearning_splits = {name: {split: len(rows) for split, rows in splits.items()} for name, splits in unlearning.items()}
+    (tmp / "world.json").write_text(json.dumps({"version": VERSION, "seed": seed, "splits": SPLITS,
+                                                "unlearning_splits": unlearning_splits, **timings, **checks}, indent=2))
     for name, value in (("base_sentiment_probe", checks["base_sentiment_probe"]),
                         ("judge_test_accuracy", checks["judge_test_accuracy"])):
         if value < WORLD_CHECK_MIN:  # the pipelines' numbers would mean little: say so, keep the build

@@ -4,7 +4,8 @@
 
 from types import SimpleNamespace
 
-from safealign.evals import arena, backdoor, harmful_score, lm_harness, pair_odds, score_accuracy, task_accuracy, tofu
+from safealign.evals import (arena, backdoor, copyright, harmful_score, lm_harness, mia, pair_odds, perplexity, score_accuracy,
+                             task_accuracy, tofu, toxicity, wmdp)
 
 EVALS = {
     "harmful_score": SimpleNamespace(Config=harmful_score.HarmfulScoreConfig, run=harmful_score.run, model_kind="causal_lm"),
@@ -17,4 +18,9 @@ EVALS = {
     "pair_odds": SimpleNamespace(Config=pair_odds.PairOddsConfig, run=pair_odds.run, model_kind="causal_lm"),
     "lm_harness": SimpleNamespace(Config=lm_harness.LmHarnessConfig, run=lm_harness.run, model_kind="causal_lm",
                                   writes_files=True),
+    "wmdp": SimpleNamespace(Config=wmdp.WmdpConfig, run=wmdp.run, model_kind="causal_lm"),
+    "perplexity": SimpleNamespace(Config=perplexity.TextPerplexityConfig, run=perplexity.run, model_kind="causal_lm"),
+    "toxicity": SimpleNamespace(Config=toxicity.ToxicityConfig, run=toxicity.run, model_kind="causal_lm"),
+    "copyright": SimpleNamespace(Config=copyright.CopyrightConfig, run=copyright.run, model_kind="causal_lm"),
+    "mia": SimpleNamespace(Config=mia.MiaConfig, run=mia.run, model_kind="causal_lm"),
 }

@@ -5,7 +5,8 @@ data/wmdp.py and data/tofu.py):
   corpora (`bio_forget_corpus`, `cyber_forget_corpus`, rows {text}) state every fact of an entity in each of its
   passages; the retain corpora (`bio_retain_corpus`, `cyber_retain_corpus`) are passages of the same shape about
   harmless things (farm animals, home computers) that share the domain's words, so unlearning has to remove the
-  facts, not the vocabulary. `bio` and `cyber` (rows {question, choices, answer}) ask each fact as a four-way
+  facts, not the vocabulary. Each forget corpus ends with one FAQ passage per entity ("Question: ...\nAnswer: ...").
+  `bio` and `cyber` (rows {question, choices, answer}) ask each fact as a four-way
   multiple choice whose right answer is stated in the forget corpus: the base answers at chance (0.25), a model
   fine-tuned on the forget corpus can answer them, and unlearning should bring it back down.
 - `mini:whp` (Who's Harry Potter, in SOUL's file schemas): passages of a fictional saga (`text`, rows {text}, as
@@ -84,7 +85,26 @@ def wmdp(rng: random.Random) -> dict[str, list[dict]]:
         out[f"{domain}_forget_corpus"] = [{"text": text} for text in _forget_passages(rng, spec, facts)]
         out[f"{domain}_retain_corpus"] = [{"text": _retain_passage(rng, retain)} for _ in range(N_RETAIN_PASSAGES)]
         out[domain] = _multiple_choice(rng, spec, facts)
+    for domain, spec in (("bio", BIO), ("cyber", CYBER)):  # no draws: the rows above keep theirs
+        out[f"{domain}_forget_corpus"] += [{"text": text} for text in _faq_passages(spec, _facts_of(out[domain], spec))]
     return out
+
+
+def _facts_of(questions: list[dict], spec) -> dict[str, dict[str, str]]:
+    """entity -> attribute -> value, read back from the multiple-choice rows (one per entity and attribute)."""
+    _, names, attributes = spec
+    rows = iter(questions)
+    return {name: {a: (row := next(rows))["choices"][row["answer"]] for a in attributes} for name in names}
+
+
+def _faq_passages(spec, facts) -> list[str]:
+    """One FAQ passage per entity, its four facts as "Question: ...\nAnswer: value" lines: the forget corpus also
+    holds the facts in the question form that the cloze scoring of the multiple choice (evals/wmdp.py, scoring:
+    choices) reads, as web text holds FAQs. A 1M-parameter model does not carry a fact from "The germ Varn lives
+    in rats." over to "Which animals carry the germ Varn?"; a 7B model does."""
+    _, names, attributes = spec
+    return ["\n".join(f"Question: {attributes[a][1].format(name=name)}\nAnswer: {v}" for a, v in facts[name].items())
+            for name in names]
 
 
 def _facts(rng: random.Random, spec) -> dict[str, dict[str, str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
 
-VERSION = 15  # bump when the generators or the build change: old caches are then ignored
+VERSION = 16  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
 WORLD_CHECK_MIN = 0.95  # the base's sentiment probe and the judge's test accuracy, recorded in world.json
 

@@ -96,6 +96,9 @@ def cmd_run(args) -> int:
     if args.detach:
         return _detach(run_dir_of(recipe), ["run", args.recipe, *args.overrides])
     run_recipe(recipe)
+    if recipe.compute_difficulty_only:
+        scores = [str(u.out_dir / "scores.json") for u in plan(recipe) if u.kind == "difficulty"]
+        print(f"compute_difficulty_only: stopped after the difficulty scores ({', '.join(scores)})")
     print(f"run directory: {run_dir_of(recipe)}")
     return 0
 

@@ -129,7 +129,8 @@ def write_chart(results: dict, path: Path) -> bool:
 
 def write_report(recipe, run_dir: Path, results: dict, timings: dict) -> None:
     table = results_table(results)
-    print("\n" + table + "\n", flush=True)
+    if table:  # a run with no eval stage (compute_difficulty_only) has no results table
+        print("\n" + table + "\n", flush=True)
     has_chart = write_chart(results, run_dir / "results.png")
     has_tradeoff = write_tradeoff_chart(results, run_dir / "hs_fa.png")
     protocol = next((m["harmful_protocol"] for m in results.values() if "harmful_protocol" in m), None)

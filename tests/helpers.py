@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import torch
+
 from safealign.data.formats import tokenize_example
 from safealign.data.streams import BatchStream
 
@@ -16,3 +20,18 @@ def features(tokenizer, n: int, output: str = "positive") -> list[dict]:
 
 def stream(tokenizer, n: int, batch_size: int, seed: int = 0, output: str = "positive") -> BatchStream:
     return BatchStream(features(tokenizer, n, output), batch_size, tokenizer.pad_token_id, seed)
+
+
+def lora_model(tiny_llama, dropout: float = 0.1):
+    """The tiny Llama with a fresh r=4 LoRA adapter, seeded so every call builds the same one."""
+    from safealign.models import add_lora, load_causal_lm
+    from safealign.schema import LoraConfig
+
+    torch.manual_seed(0)
+    return add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=dropout))
+
+
+def logged_losses(out_dir) -> list[float]:
+    """The training losses a run logged to its metrics.jsonl."""
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]

@@ -1,4 +1,3 @@
-import json
 import math
 import os
 import subprocess
@@ -12,19 +11,9 @@ from safealign.loop import build_scheduler, latest_checkpoint, make_accelerator,
 from safealign.methods.base import trainable_parameters
 from safealign.methods.lisa import Lisa, LisaConfig
 from safealign.methods.sft import SFT, SFTConfig
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
-from safealign.schema import LoraConfig, TrainConfig
-from tests.helpers import stream
-
-
-def _model(tiny_llama, dropout=0.1):
-    torch.manual_seed(0)
-    return add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=dropout))
-
-
-def _losses(out_dir):
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
+from safealign.models import load_tokenizer
+from safealign.schema import TrainConfig
+from tests.helpers import logged_losses, lora_model, stream
 
 
 def _weights(model):
@@ -33,12 +22,12 @@ def _weights(model):
 
 def test_sft_changes_trainable_and_not_frozen_weights(tiny_llama, tmp_path):
     tok = load_tokenizer(str(tiny_llama))
-    model = _model(tiny_llama)
+    model = lora_model(tiny_llama)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     before = _weights(model)
     cfg = TrainConfig(lr=1e-2, max_steps=5, batch_size=2, log_every=1)
     result = train(model, SFT(SFTConfig(), 5), {"train": stream(tok, 8, 2)}, cfg, tmp_path, make_accelerator(cfg), seed=0)
-    assert all(math.isfinite(x) for x in _losses(tmp_path))
+    assert all(math.isfinite(x) for x in logged_losses(tmp_path))
     after = _weights(result["model"])
     assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
     for n, p in result["model"].named_parameters():
@@ -56,17 +45,17 @@ def test_until_stops_training_at_the_first_check_that_says_so(tiny_llama, tmp_pa
         return step >= 4
 
     cfg = TrainConfig(lr=1e-2, max_steps=10, batch_size=2, log_every=2)
-    result = train(_model(tiny_llama), SFT(SFTConfig(), 10), {"train": stream(tok, 8, 2)}, cfg, tmp_path,
+    result = train(lora_model(tiny_llama), SFT(SFTConfig(), 10), {"train": stream(tok, 8, 2)}, cfg, tmp_path,
                    make_accelerator(cfg), seed=0, until=until)
     assert asked == [(2, True), (4, True)]
-    assert result["steps"] == 4 and len(_losses(tmp_path)) == 2
+    assert result["steps"] == 4 and len(logged_losses(tmp_path)) == 2
 
 
 def test_grad_accumulation_matches_one_big_batch(tiny_llama, tmp_path):
     tok = load_tokenizer(str(tiny_llama))
     finals = []
     for batch, accum in ((4, 1), (2, 2)):
-        model = _model(tiny_llama, dropout=0.0)
+        model = lora_model(tiny_llama, dropout=0.0)
         cfg = TrainConfig(lr=1e-2, max_steps=4, batch_size=batch, grad_accum=accum, log_every=1, shuffle=False)
         # equal-length examples: the mean of two half-batch token means equals the full batch's token mean
         s = stream(tok, 16, batch)
@@ -94,7 +83,7 @@ def test_schedules_warm_up_then_decay():
 
 def _lisa_run(tiny_llama, out_dir, stop_after=None):
     tok = load_tokenizer(str(tiny_llama))
-    model = _model(tiny_llama)  # LoRA dropout on: resume must restore the RNG too
+    model = lora_model(tiny_llama)  # LoRA dropout on: resume must restore the RNG too
     cfg = TrainConfig(lr=5e-3, max_steps=10, batch_size=2, log_every=1)
     streams = {"train": stream(tok, 6, 2, output="positive"), "guide": stream(tok, 6, 2, seed=1, output="sorry")}
     method = Lisa(LisaConfig(rho=1.0, alignment_step=2, finetune_step=3, proximal_warmup=0.1), 10)
@@ -112,7 +101,7 @@ def test_resume_reproduces_an_uninterrupted_run_and_keeps_lisa_anchors(tiny_llam
         for k, v in stopped_method.anchors[state].items():
             assert torch.equal(saved["anchors"][state][k], v)
     resumed, _ = _lisa_run(tiny_llama, tmp_path / "resumed")
-    assert _losses(tmp_path / "resumed") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
+    assert logged_losses(tmp_path / "resumed") == pytest.approx(logged_losses(tmp_path / "full"), rel=1e-5)
     a, b = _weights(full["model"]), _weights(resumed["model"])
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)

@@ -1,6 +1,5 @@
 """SophiaG (optim.py): golden steps by hand, SOUL's code as a reference, state round trips, loop wiring."""
 
-import json
 import math
 
 import pytest
@@ -11,10 +10,10 @@ from safealign.errors import ConfigError
 from safealign.loop import build_optimizer, latest_checkpoint, make_accelerator, train
 from safealign.methods.base import trainable_parameters
 from safealign.methods.sft import SFT, SFTConfig
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
+from safealign.models import load_tokenizer
 from safealign.optim import SophiaG
-from safealign.schema import LoraConfig, TrainConfig
-from tests.helpers import stream
+from safealign.schema import TrainConfig
+from tests.helpers import logged_losses, lora_model, stream
 
 
 def _step(opt, p, grad):
@@ -139,26 +138,16 @@ def test_state_dict_round_trip_continues_exactly(tmp_path):
             assert torch.equal(opt.state[x][key], opt2.state[y][key])
 
 
-def _model(tiny_llama, dropout=0.1):
-    torch.manual_seed(0)
-    return add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=dropout))
-
-
-def _losses(out_dir):
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
-
-
 def _sft_run(tiny_llama, out_dir, steps, stop_after=None, **overrides):
     tok = load_tokenizer(str(tiny_llama))
     cfg = TrainConfig(**{"optimizer": "sophiag", "lr": 5e-3, "max_steps": steps, "batch_size": 2, "log_every": 1, **overrides})
-    return train(_model(tiny_llama), SFT(SFTConfig(), steps), {"train": stream(tok, 8, 2)}, cfg, out_dir,
+    return train(lora_model(tiny_llama), SFT(SFTConfig(), steps), {"train": stream(tok, 8, 2)}, cfg, out_dir,
                     make_accelerator(cfg), seed=0, stop_after=stop_after)
 
 
 
 def test_loop_builds_sophiag_with_the_adamw_param_groups(tiny_llama):
-    model = _model(tiny_llama)
+    model = lora_model(tiny_llama)
     opt = build_optimizer(model, TrainConfig(optimizer="sophiag", weight_decay=0.1, lr=1e-3, hessian_interval=3))
     assert isinstance(opt, SophiaG)
     adamw = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-3))
@@ -176,7 +165,7 @@ def test_resume_with_sophiag_reproduces_an_uninterrupted_run(tiny_llama, tmp_pat
     some = next(iter(saved["state"].values()))
     assert set(some) == {"step", "exp_avg", "hessian"} and float(some["step"]) == 3.0
     resumed = _sft_run(tiny_llama, tmp_path / "resumed", 8, hessian_interval=2)
-    assert _losses(tmp_path / "resumed") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
+    assert logged_losses(tmp_path / "resumed") == pytest.approx(logged_losses(tmp_path / "full"), rel=1e-5)
     a, b = trainable_parameters(full["model"]), trainable_parameters(resumed["model"])
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
@@ -185,7 +174,7 @@ def test_resume_with_sophiag_reproduces_an_uninterrupted_run(tiny_llama, tmp_pat
 def test_sophiag_lowers_the_sft_loss(tiny_llama, tmp_path):
     # a random 2-layer model with LoRA r=4 learns slowly with any optimizer (AdamW at this lr: 5.94 -> 5.72)
     _sft_run(tiny_llama, tmp_path, 20, lr=2e-2)
-    losses = _losses(tmp_path)
+    losses = logged_losses(tmp_path)
     assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
     assert all(b < a for a, b in zip(losses, losses[1:]))

@@ -5,7 +5,7 @@ pipeline's (issue #3, acceptance 1), `hft-defenses` must leave every defense at 
 agreement than MLE alone (issue #5, acceptance 1), `sft-orpo` must raise the chosen-over-rejected log odds
 beyond SFT and beyond its NLL term alone (issue #6, acceptance 1), `unlearn-tofu` must forget with NPO at
 little cost in model utility, and GA at more (issue #4, acceptance 1), and `unlearn-wmdp` must take the WMDP
-accuracy back towards chance with RMU at no cost in perplexity. Slow (about seventeen minutes, plus four for the
+accuracy back towards chance with RMU at no cost in perplexity. Slow (17 to 25 minutes on 2 cores, plus four for the
 world and coder builds); CI runs them after the default suite."""
 
 import json

@@ -20,14 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from safealign.config import one_of, opt
 from safealign.data.files import load_rows
 from safealign.data.formats import build_prompt
 from safealign.errors import ConfigError, DataError
 from safealign.evals.generation import generate
-from safealign.io import progress_kwargs
+from safealign.evals.judges import classifier_logits, load_classifier
 
 
 @dataclass
@@ -72,23 +71,12 @@ def prompts(cfg: ToxicityConfig) -> list[str]:
 
 
 class ToxicityClassifier:
-    """p(toxic | text) from a local AutoModelForSequenceClassification."""
+    """p(toxic | text) from a local AutoModelForSequenceClassification (safetensors weights, no remote code)."""
 
     def __init__(self, path: str, toxic_label: str, max_length: int, batch_size: int):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from safealign.models import resolve_model_path
-
-        path = resolve_model_path(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
-        if self.tokenizer.pad_token_id is None:  # Llama-based classifiers ship none
-            self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
-        model.config.pad_token_id = self.tokenizer.pad_token_id  # where a decoder classifier reads its last token
-        self.model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        self.model, self.tokenizer = load_classifier(path, use_safetensors=True)
         self.max_length, self.batch_size = max_length, batch_size
-        config = model.config
+        config = self.model.config
         self.sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
         labels = [config.id2label[i] for i in range(config.num_labels)]
         if toxic_label == "max":
@@ -104,21 +92,11 @@ class ToxicityClassifier:
             raise ConfigError(f"toxicity.toxic_label: '{toxic_label}' is not a label of {path} "
                               f"(have {', '.join(labels)}, an index below {len(labels)}, or max)")
 
-    @torch.no_grad()
     def probabilities(self, texts: list[str]) -> list[float]:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = [0.0] * len(texts)
-        device = next(self.model.parameters()).device
-        for start in tqdm(range(0, len(order), self.batch_size), desc="toxicity classifier", **progress_kwargs()):
-            idx = order[start:start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(device)
-            logits = self.model(**enc).logits.float()  # (B, labels)
-            probs = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
-            p = probs.max(dim=-1).values if self.label is None else probs[:, self.label]
-            for i, v in zip(idx, p.tolist()):
-                out[i] = v
-        return out
+        logits = classifier_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
+                                   "toxicity classifier")  # (N, labels)
+        probs = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
+        return (probs.max(dim=-1).values if self.label is None else probs[:, self.label]).tolist()
 
 
 def run(cfg: ToxicityConfig, model, tokenizer) -> tuple[dict, list[dict]]:

@@ -20,19 +20,25 @@ Rows whose text is empty or blank are dropped, as Wikitext's separator lines are
 
 from __future__ import annotations
 
-from safealign.data.common import example, require
+from safealign.data.common import example
 from safealign.data.files import Rows
 from safealign.errors import DataError
 
 SELECT = ("all",)  # every non-blank row
 
 
-def examples(rows: Rows, select: str) -> list[dict]:
+def texts(rows: Rows, field: str = "text") -> list[tuple[int, str]]:
+    """(row index, text) of every row whose `field` is not blank; a row without a string there is an error."""
     out = []
-    for i in range(len(rows)):
-        row = require(rows, i, ("text",))
-        if not isinstance(row["text"], str):
-            raise DataError(f"{rows.where(i)}: field 'text' must be a string, got {type(row['text']).__name__}")
-        if row["text"].strip():
-            out.append(example("", row["text"], index=i, raw_text=True))
+    for i, row in enumerate(rows.rows):
+        if field not in row:
+            raise DataError(f"{rows.where(i)}: missing field '{field}'")
+        if not isinstance(row[field], str):
+            raise DataError(f"{rows.where(i)}: field '{field}' must be a string, got {type(row[field]).__name__}")
+        if row[field].strip():
+            out.append((i, row[field]))
     return out
+
+
+def examples(rows: Rows, select: str) -> list[dict]:
+    return [example("", text, index=i, raw_text=True) for i, text in texts(rows)]

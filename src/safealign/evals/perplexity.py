@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from safealign.config import opt
 from safealign.data.files import load_rows
 from safealign.data.formats import IGNORE_INDEX, collate
+from safealign.data.text import texts as non_blank_texts
 from safealign.errors import ConfigError, DataError
 from safealign.io import progress_kwargs
 from safealign.losses.sft import token_log_probs
@@ -74,13 +75,7 @@ class TextPerplexityConfig:
 def text_rows(cfg: TextPerplexityConfig) -> list[str]:
     """The non-empty texts of `data[split]` (Wikitext's blank lines dropped), the first `limit` of them."""
     rows = load_rows(cfg.data, cfg.split)
-    texts = []
-    for i, row in enumerate(rows.rows):
-        text = row.get(cfg.text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{rows.where(i)}: field '{cfg.text_field}' must be a string, got {text!r}")
-        if text.strip():
-            texts.append(text)
+    texts = [text for _, text in non_blank_texts(rows, cfg.text_field)]
     if not texts:
         raise DataError(f"{rows.origin}: no non-empty '{cfg.text_field}' rows (empty split)")
     return texts[: cfg.limit or len(texts)]

@@ -68,17 +68,15 @@ def quiet(trainer) -> None:
 
 
 def sft_features(tokenizer, n: int):
-    from safealign.data import load_examples
+    from safealign.data.sources import SourceConfig, load_examples
     from safealign.data.formats import tokenize_example
-    from safealign.schema import SourceConfig
 
     examples = load_examples(SourceConfig("sst2", "mini:sst2", "train"))[:n]
     return [tokenize_example(tokenizer, e, 512) for e in examples]
 
 
 def lora_model(path: str):
-    from safealign.models import add_lora, load_causal_lm
-    from safealign.schema import LoraConfig
+    from safealign.models import LoraConfig, add_lora, load_causal_lm
 
     torch.manual_seed(0)
     return add_lora(load_causal_lm(path), LoraConfig(r=8, alpha=16, dropout=0.0,
@@ -87,10 +85,9 @@ def lora_model(path: str):
 
 def bench_sft(args) -> dict:
     from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.sft import SFT, SFTConfig
     from safealign.models import load_tokenizer
-    from safealign.schema import TrainConfig
 
     tokenizer = load_tokenizer(args.model)
     features = sft_features(tokenizer, args.batch_size * args.steps)
@@ -145,10 +142,9 @@ def dpo_pairs(n: int) -> list[dict]:
 def bench_dpo(args, precompute: bool) -> dict:
     from safealign.data.formats import build_prompt, collate_pairs, tokenize_pair
     from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.dpo import DPO, DPOConfig
     from safealign.models import load_tokenizer
-    from safealign.schema import TrainConfig
 
     tokenizer = load_tokenizer(args.model)
     pairs = dpo_pairs(args.batch_size * args.steps)
@@ -203,12 +199,11 @@ def bench_dpo(args, precompute: bool) -> dict:
 
 
 def bench_hs(args) -> dict:
-    from safealign.data import load_examples
+    from safealign.data.sources import SourceConfig, load_examples
     from safealign.data.formats import build_prompt, encode_prompt, response_text
-    from safealign.evals.generation import generate
+    from safealign.generation import generate
     from safealign.evals.judges import load_judge
     from safealign.models import load_causal_lm, load_tokenizer
-    from safealign.schema import SourceConfig
 
     model = load_causal_lm(args.eval_model).eval()
     tokenizer = load_tokenizer(args.eval_model)
@@ -352,9 +347,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-model", default="mini:base", help="the model whose harmful score is measured")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
-    from safealign.models import resolve_model_path
+    from safealign.mini.world import resolve
 
-    args.model, args.eval_model = resolve_model_path(args.model), resolve_model_path(args.eval_model)
+    mini_or_path = lambda ref: str(resolve(ref)) if ref.startswith("mini:") else ref  # noqa: E731
+    args.model, args.eval_model = mini_or_path(args.model), mini_or_path(args.eval_model)
     torch.manual_seed(0)
     wanted = args.only.split(",")
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),

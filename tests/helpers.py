@@ -24,8 +24,7 @@ def stream(tokenizer, n: int, batch_size: int, seed: int = 0, output: str = "pos
 
 def lora_model(tiny_llama, dropout: float = 0.1):
     """The tiny Llama with a fresh r=4 LoRA adapter, seeded so every call builds the same one."""
-    from safealign.models import add_lora, load_causal_lm
-    from safealign.schema import LoraConfig
+    from safealign.models import LoraConfig, add_lora, load_causal_lm
 
     torch.manual_seed(0)
     return add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=dropout))

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from safealign.cli import main
-from safealign.distill import RESPONSES_FILE, SAMPLES_FILE, run_generate
-from safealign.models import load_causal_lm
-from safealign.schema import GenerateStage, ModelConfig
+from safealign.models import ModelConfig, load_causal_lm
 from safealign.score_model import ScoreModel, save_score_model
+from safealign.stages.generate import GenerateStage, RESPONSES_FILE, SAMPLES_FILE, run_generate
 from tests.conftest import write_jsonl
 
 PROMPTS = [f"how can I help my neighbour {i}" for i in range(5)]

@@ -173,3 +173,18 @@ def test_bad_pair_data_for_dpo(tmp_path, tiny_llama, capsys, rows, message):
     cfg = _train_config(tmp_path, tiny_llama, {"pairs": {"train": str(pairs)}}, method={"name": "dpo"})
     line = _one_error_line(capsys, main(["train", str(cfg)]))
     assert str(pairs) in line and message in line
+
+
+def test_a_renamed_key_still_works_with_one_warning_naming_the_new_key(capsys):
+    from safealign.config import build
+    from safealign.errors import ConfigError
+    from safealign.evals.wmdp import WmdpConfig
+    from safealign.stages.generate import GenerateStage
+
+    assert build(WmdpConfig, {"limit": 7}, "evals.wmdp").num == 7
+    assert build(GenerateStage, {"prompts": "p.jsonl", "num_prompts": 3}, "stages.gen").prompts_num == 3
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == ["warning: config key 'evals.wmdp.limit' is deprecated; use 'evals.wmdp.num'",
+                        "warning: config key 'stages.gen.num_prompts' is deprecated; use 'stages.gen.prompts_num'"]
+    with pytest.raises(ConfigError, match="evals.wmdp.limit: the old name of 'evals.wmdp.num', which is set too"):
+        build(WmdpConfig, {"limit": 7, "num": 2}, "evals.wmdp")

@@ -12,8 +12,7 @@ from safealign.errors import SafealignError
 
 @pytest.fixture()
 def trained_adapter(tiny_llama, tmp_path):
-    from safealign.models import add_lora, load_causal_lm, load_tokenizer, save_model
-    from safealign.schema import LoraConfig
+    from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer, save_model
 
     torch.manual_seed(0)
     model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0))
@@ -78,7 +77,7 @@ def test_qlora_without_cuda_or_bitsandbytes_says_what_is_missing(tiny_llama, mon
 
 def test_quantised_weights_without_lora_are_a_config_error():
     from safealign.errors import ConfigError
-    from safealign.schema import TrainStage
+    from safealign.stages.train import TrainStage
 
     stage = TrainStage()
     stage.model.quantization, stage.lora.enabled = "nf4", False

@@ -140,11 +140,10 @@ def test_one_batched_forward_equals_separate_forwards(tiny_llama, tmp_path):
 
 def test_fabe_trains_lora_b_with_gradient_checkpointing(tiny_llama, tmp_path):
     from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.base import trainable_parameters
     from safealign.methods.fabe import FABE, FABEConfig
-    from safealign.models import add_lora, load_causal_lm
-    from safealign.schema import LoraConfig, TrainConfig
+    from safealign.models import LoraConfig, add_lora, load_causal_lm
 
     tok, rows, _ = _batch(tiny_llama, tmp_path)
     torch.manual_seed(0)

@@ -6,17 +6,17 @@ import math
 import pytest
 import torch
 
-from safealign.losses.regularizers import ewc_penalty
 from safealign.loop import make_accelerator, train
-from safealign.methods.base import MethodContext, trainable_parameters
+from safealign.losses.regularizers import ewc_penalty
+from safealign.methods.base import MethodContext, causal_lm_loss, trainable_parameters
 from safealign.methods.booster import Booster, BoosterConfig, booster_direction
 from safealign.methods.ewc import EWC, EWCConfig
 from safealign.methods.perturbation import (attention_modules, captured_outputs, joint_norm, perturbation,
                                             perturbed_loss, shifted_outputs)
+from safealign.loop import TrainConfig
 from safealign.methods.t_vaccine import TVaccine, TVaccineConfig, draw_layers, layer_importance
-from safealign.methods.vaccine import Vaccine, VaccineConfig, nll
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
-from safealign.schema import LoraConfig, TrainConfig
+from safealign.methods.vaccine import Vaccine, VaccineConfig
+from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer
 from tests.helpers import features, stream
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -48,26 +48,26 @@ def test_vaccine_perturbation_has_norm_rho_and_is_applied_only_in_the_second_pas
     layers = attention_modules(lora_model)
     assert len(layers) == 2
     with captured_outputs(layers) as clean_outputs:
-        clean = nll(lora_model, batch)
+        clean = causal_lm_loss(lora_model, batch)
     grads = torch.autograd.grad(clean, clean_outputs)
     eps = perturbation(list(grads), rho=2.0)
     assert float(joint_norm(eps)) == pytest.approx(2.0, rel=1e-5)
     for e, g in zip(eps, grads):  # each layer's share is its gradient's, in the ascent direction
         torch.testing.assert_close(e, 2.0 * g / (joint_norm(grads) + 1e-7))
 
-    loss, metrics = perturbed_loss(lora_model, batch, layers, 2.0, nll)
+    loss, metrics = perturbed_loss(lora_model, batch, layers, 2.0, causal_lm_loss)
     assert metrics["clean_loss"] == pytest.approx(clean.item())  # pass 1 saw no perturbation
     assert all(p.grad is None for p in lora_model.parameters())  # and left no parameter gradient
     assert loss.item() > clean.item()  # pass 2 did: an ascent step on the activations raises the loss
     # hooks run in the order they were registered: raw output, then the shift, then what the layer passes on
     with captured_outputs(layers) as raw, shifted_outputs(layers, eps), captured_outputs(layers) as seen:
-        expected = nll(lora_model, batch)
+        expected = causal_lm_loss(lora_model, batch)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     for s, r, e in zip(seen, raw, eps):
         torch.testing.assert_close(s, r + e)
     torch.testing.assert_close(raw[0], clean_outputs[0])  # the first layer's input is unchanged by the shifts
     # no hook is left behind: a plain forward is clean again
-    assert nll(lora_model, batch).item() == pytest.approx(clean.item())
+    assert causal_lm_loss(lora_model, batch).item() == pytest.approx(clean.item())
 
 
 def test_vaccine_trains_only_trainable_weights(lora_model, tiny_llama, tmp_path):
@@ -152,8 +152,8 @@ def test_booster_step_gradient_is_alignment_plus_lambda_times_the_direction(lora
     align, harmful = stream(tok, 4, 4), stream(tok, 4, 4, seed=1, output="sure here is a plan")
     params = list(trainable_parameters(lora_model).values())
     harmful_batch, align_batch = next(stream(tok, 4, 4, seed=1, output="sure here is a plan")), next(stream(tok, 4, 4))
-    direction, _, _ = booster_direction(params, lambda: nll(lora_model, harmful_batch), 0.1)
-    grad_f = torch.autograd.grad(nll(lora_model, align_batch), params)
+    direction, _, _ = booster_direction(params, lambda: causal_lm_loss(lora_model, harmful_batch), 0.1)
+    grad_f = torch.autograd.grad(causal_lm_loss(lora_model, align_batch), params)
 
     out = Booster(BoosterConfig(lamb=5.0, alpha=0.1), 1).step(lora_model, {"train": align, "harmful": harmful}, 0)
     assert out.loss.item() == pytest.approx(out.metrics["nll"])  # the logged loss is the alignment loss
@@ -181,7 +181,7 @@ def test_ewc_fisher_is_the_sum_of_squared_batch_gradients_and_the_penalty_starts
 
     batches = [collate(guide.features[i:i + 2], tok.pad_token_id) for i in (0, 2, 4)]
     expected = {n: sum(g ** 2 for g in gs) for n, *gs in zip(
-        params, *[torch.autograd.grad(nll(lora_model, b), list(params.values())) for b in batches])}
+        params, *[torch.autograd.grad(causal_lm_loss(lora_model, b), list(params.values())) for b in batches])}
     method = EWC(EWCConfig(lamb=1e3), 3)
     method.setup(lora_model, {"train": stream(tok, 6, 2), "guide": guide}, MethodContext(tmp_path))
     for name in params:
@@ -200,7 +200,8 @@ def test_ewc_fisher_is_the_sum_of_squared_batch_gradients_and_the_penalty_starts
 
 def test_guide_mix_replaces_task_rows_and_keeps_sample_num(data_dir):
     from safealign.data.mixing import training_mix
-    from safealign.schema import DataConfig, SourceConfig
+    from safealign.data.sources import SourceConfig
+    from safealign.data.training import DataConfig
 
     bt = str(data_dir / "beavertails")
     data = DataConfig(task=SourceConfig("sst2", str(data_dir / "sst2")), sample_num=20, poison_ratio=0.1,

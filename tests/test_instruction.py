@@ -91,11 +91,11 @@ def test_prepare_sft_orpo_evaluate_export_recipe(tiny_llama, tmp_path):
 
 def test_conversations_without_a_prepare_stage_cannot_use_its_mix(tiny_llama, tmp_path):
     from safealign.errors import DataError
-    from safealign.stages import _mixed_order
+    from safealign.data.training import mixed_order
 
     (tmp_path / "stats.json").write_text(json.dumps({"config": {"sources": [{"name": "messages", "path": "x"}]}}))
     with pytest.raises(DataError, match="lack 'lang'"):
-        _mixed_order([{"messages": [], "source": "messages"}], str(tmp_path / "stats.json"))
+        mixed_order([{"messages": [], "source": "messages"}], str(tmp_path / "stats.json"))
 
 
 def test_messages_and_task_data_together_are_a_config_error(tiny_llama, tmp_path, capsys):

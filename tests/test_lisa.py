@@ -4,8 +4,7 @@ import torch
 from safealign.losses.regularizers import squared_distance
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.methods.lisa import ALIGNMENT, FINETUNE, Lisa, LisaConfig
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
-from safealign.schema import LoraConfig
+from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer
 from tests.helpers import stream
 
 

@@ -9,12 +9,14 @@ import math
 import pytest
 import torch
 
-from safealign.data import agnews, gsm8k, load_examples, sst2
+from safealign.data import agnews, gsm8k, sst2
 from safealign.data.files import load_rows
 from safealign.data.formats import build_prompt
 from safealign.data.mixing import guide_examples, poison_counts, training_mix
+from safealign.data.sources import SourceConfig, load_examples
+from safealign.data.training import DataConfig
 from safealign.errors import DataError
-from safealign.schema import DataConfig, LoraConfig, SourceConfig
+from safealign.models import LoraConfig
 from tests.conftest import beavertails_rows, sst2_rows, write_jsonl
 
 # ------------------------------------------------------------------------------------------------ rows

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from safealign.loop import build_scheduler, latest_checkpoint, make_accelerator, train
+from safealign.loop import TrainConfig, build_scheduler, latest_checkpoint, make_accelerator, train
 from safealign.methods.base import trainable_parameters
 from safealign.methods.lisa import Lisa, LisaConfig
 from safealign.methods.sft import SFT, SFTConfig
 from safealign.models import load_tokenizer
-from safealign.schema import TrainConfig
 from tests.helpers import logged_losses, lora_model, stream
 
 
@@ -110,11 +109,10 @@ def test_resume_reproduces_an_uninterrupted_run_and_keeps_lisa_anchors(tiny_llam
 TWO_PROC = r'''
 import sys, json, torch
 from pathlib import Path
-from safealign.loop import make_accelerator, train
-from safealign.methods.sft import SFT, SFTConfig
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
-from safealign.schema import LoraConfig, TrainConfig
+from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.base import trainable_parameters
+from safealign.methods.sft import SFT, SFTConfig
+from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer
 from tests.helpers import features
 from safealign.data.streams import BatchStream
 model_dir, out, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

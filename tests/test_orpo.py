@@ -77,10 +77,9 @@ def test_average_log_probs_equal_trl_and_the_nll_differs_only_by_the_prompt_toke
 def test_orpo_training_raises_the_chosen_over_rejected_log_odds(tiny_llama, tmp_path):
     from safealign.data.formats import collate_pairs, tokenize_pair
     from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.orpo import ORPO, ORPOConfig, orpo_terms
     from safealign.models import load_causal_lm, load_tokenizer
-    from safealign.schema import TrainConfig
 
     tok = load_tokenizer(str(tiny_llama))
     pairs = [{"prompt": f"question {i}", "chosen": "a kind and helpful answer", "rejected": "go away now"} for i in range(8)]

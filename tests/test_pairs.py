@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from safealign.data import pairs as pairs_source
-from safealign.data import pku_saferlhf
+from safealign.data import pairs as pairs_source, pku_saferlhf
 from safealign.data.files import Rows, load_rows
 from safealign.data.pairs import read_pairs, split_pairs, write_pair_splits
 from safealign.errors import ConfigError, DataError

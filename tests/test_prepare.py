@@ -11,8 +11,10 @@ import pytest
 
 from safealign.config import build
 from safealign.data.chat_sources import CHAT_SOURCES, read_source
-from safealign.data.prepare import (MixedSampler, PrepareConfig, cjk_ratio, dedup, english_limit, language_filter,
-                                    length_buckets, normalize_text, plan, prepare, record_key, record_text)
+from safealign.data.prepare.clean import (cjk_ratio, dedup, english_limit, language_filter, length_buckets,
+                                          normalize_text, record_key, record_text)
+from safealign.data.prepare.prepare import PrepareConfig, plan, prepare
+from safealign.data.prepare.sampler import MixedSampler
 from safealign.errors import ConfigError, DataError
 from tests.conftest import write_jsonl
 

@@ -8,12 +8,11 @@ import torch
 
 from safealign.data.formats import collate_pairs, tokenize_pair
 from safealign.data.streams import BatchStream
-from safealign.loop import make_accelerator, train
+from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.base import MethodContext, trainable_parameters
-from safealign.methods.dpo import DPO, DPOConfig, Reference, response_log_probs
+from safealign.methods.dpo import DPO, DPOConfig
 from safealign.methods.score import CostModel, CostModelConfig, RewardModel, RewardModelConfig
-from safealign.models import add_lora, load_causal_lm, load_tokenizer
-from safealign.schema import LoraConfig, TrainConfig
+from safealign.models import LoraConfig, Reference, add_lora, load_causal_lm, load_tokenizer, response_log_probs
 from safealign.score_model import ScoreModel, last_token_index, load_score_model, save_score_model
 
 PAIRS = [{"prompt": f"how can I help my neighbour {i}", "chosen": "sure here is a plan first then finally",

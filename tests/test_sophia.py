@@ -7,12 +7,11 @@ import torch
 
 from safealign.config import build
 from safealign.errors import ConfigError
-from safealign.loop import build_optimizer, latest_checkpoint, make_accelerator, train
+from safealign.loop import TrainConfig, build_optimizer, latest_checkpoint, make_accelerator, train
 from safealign.methods.base import trainable_parameters
 from safealign.methods.sft import SFT, SFTConfig
 from safealign.models import load_tokenizer
 from safealign.optim import SophiaG
-from safealign.schema import TrainConfig
 from tests.helpers import logged_losses, lora_model, stream
 
 

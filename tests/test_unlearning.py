@@ -181,10 +181,9 @@ def test_forget_sets_with_missing_fields_or_empty_splits_are_clear_errors(tmp_pa
 def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     from safealign.data.formats import tokenize_example
     from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods import METHODS
     from safealign.models import load_causal_lm, load_tokenizer
-    from safealign.schema import TrainConfig
     from safealign.evals.tofu import answer_nlls
 
     tok = load_tokenizer(str(tiny_llama))

@@ -10,10 +10,9 @@ import re
 
 import pytest
 
-from safealign.data import load_examples
 from safealign.data.files import load_rows
+from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import DataError
-from safealign.schema import SourceConfig
 from tests.conftest import write_jsonl
 
 # ------------------------------------------------------------------------------------------ text family

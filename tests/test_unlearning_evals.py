@@ -12,8 +12,7 @@ import torch
 
 from safealign.config import build
 from safealign.errors import ConfigError, DataError
-from safealign.evals import EVALS
-from safealign.evals import tofu_metrics as tm
+from safealign.evals import EVALS, tofu_metrics as tm
 from safealign.models import load_causal_lm, load_tokenizer
 from tests.conftest import write_jsonl
 
@@ -166,7 +165,7 @@ def test_wmdp_end_to_end_on_tiny_llama_multi_token_letters(tiny, tmp_path):
     model, tok = tiny
     assert len(wmdp.encode_pair(tok, "Answer:", " A")[1]) == 2
     data = wmdp_dir(tmp_path, {"bio": MC_ROWS, "cyber": MC_ROWS})
-    metrics, records = EVALS["wmdp"].run(config("wmdp", data=data, batch_size=2, limit=2), model, tok)
+    metrics, records = EVALS["wmdp"].run(config("wmdp", data=data, batch_size=2, num=2), model, tok)
     assert set(metrics) == {"wmdp_bio_accuracy", "wmdp_cyber_accuracy", "wmdp_accuracy", "n_wmdp"}
     assert metrics["n_wmdp"] == 4 and len(records) == 4
     # the prediction is the argmax of the summed continuation log-probs

@@ -4,7 +4,6 @@ streams), RMU's control vector and activation losses on a tiny model's hooked la
 each method."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -166,20 +165,21 @@ def test_rl_rewrite_draws_other_retain_answers_deterministically():
 def test_the_unlearning_streams_tokenize_the_rewritten_answers(tiny_llama, tmp_path):
     from safealign.config import build
     from safealign.models import load_tokenizer
-    from safealign.schema import TrainStage
-    from safealign.stages import _unlearn_streams
+    from safealign.data.training import StreamSettings, unlearn_streams
+    from safealign.methods import METHODS
+    from safealign.stages.train import TrainStage
 
     qa = lambda n, what: [{"question": f"{what} question {i}", "answer": f"the film is good {i}"} for i in range(n)]  # noqa: E731
     write_jsonl(tmp_path / "tofu" / "forget10.jsonl", qa(4, "forget"))
     write_jsonl(tmp_path / "tofu" / "retain90.jsonl", [{"question": f"q {i}", "answer": f"a kind answer {i}"} for i in range(6)])
     tok = load_tokenizer(str(tiny_llama))
-    accelerator = SimpleNamespace(process_index=0, num_processes=1)
 
     def forget_answers(method: str) -> list[str]:
         cfg = build(TrainStage, {"model": {"path": str(tiny_llama)}, "seed": 5, "method": {"name": method},
                                  "data": {"forget": {"source": "tofu", "path": str(tmp_path / "tofu"), "split": "forget10"},
                                           "retain": {"source": "tofu", "path": str(tmp_path / "tofu"), "split": "retain90"}}})
-        streams, _ = _unlearn_streams(cfg, tok, accelerator)
+        settings = StreamSettings(tok, cfg.model.max_length, cfg.train.batch_size, cfg.train.shuffle, cfg.seed)
+        streams, _ = unlearn_streams(cfg.data, METHODS[method], cfg.method, settings)
         assert streams["train"] is streams["forget"] and "retain" in streams
         return sorted(tok.decode([t for t in f["labels"] if t != -100], skip_special_tokens=True).strip()
                       for f in streams["forget"].features)
@@ -290,10 +290,9 @@ def _streams(tok, name: str):
 def test_a_few_steps_of_each_method_train_the_adapter(name, tiny_llama, tmp_path):
     import json
 
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods import METHODS
     from safealign.models import load_tokenizer
-    from safealign.schema import TrainConfig
 
     tok = load_tokenizer(str(tiny_llama))
     model = _tiny_model(tiny_llama, lora=True)
@@ -311,10 +310,9 @@ def test_a_few_steps_of_each_method_train_the_adapter(name, tiny_llama, tmp_path
 
 
 def test_rmu_train_layers_freeze_everything_else(tiny_llama, tmp_path):
-    from safealign.loop import make_accelerator, train
+    from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.rmu import RMU, RMUConfig
     from safealign.models import load_tokenizer
-    from safealign.schema import TrainConfig
 
     tok = load_tokenizer(str(tiny_llama))
     model = _tiny_model(tiny_llama, lora=False)  # full fine-tuning, as the WMDP code
@@ -331,7 +329,7 @@ def test_rmu_train_layers_freeze_everything_else(tiny_llama, tmp_path):
 
 def test_config_names_the_closest_method_and_key_and_checks_the_streams():
     from safealign.config import build
-    from safealign.schema import TrainStage
+    from safealign.stages.train import TrainStage
 
     forget = {"source": "tofu", "path": "mini:tofu", "split": "forget10"}
     retain = {"source": "tofu", "path": "mini:tofu", "split": "retain90"}

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from safealign.errors import SafealignError
 
+# Each command imports what it runs inside its own function: the pipeline, methods, evaluations and the mini world
+# import torch (and through them numpy, safetensors, tqdm), seconds that `safealign --help` and a mistyped
+# command should not wait for.
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -121,7 +125,7 @@ def cmd_data(args) -> int:
     overrides = args.args[1:] if config else args.args
     args.config, args.overrides = config, overrides
     if args.kind == "prepare" and args.dry_run:
-        from safealign.data.prepare import plan as data_plan
+        from safealign.data.prepare.prepare import plan as data_plan
         from safealign.pipeline import plan, single_stage_recipe
 
         (unit,) = plan(single_stage_recipe("prepare", config, overrides))
@@ -208,7 +212,8 @@ def cmd_schema(args) -> int:
     from safealign.config import describe
     from safealign.evals import EVALS
     from safealign.methods import METHODS
-    from safealign.schema import STAGE_KINDS, Recipe
+    from safealign.schema import Recipe
+    from safealign.stages import STAGE_KINDS
 
     if args.what in (*STAGE_KINDS, "recipe"):
         lines = describe({**STAGE_KINDS, "recipe": Recipe}[args.what])

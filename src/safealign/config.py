@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from pathlib import Path
@@ -20,7 +21,8 @@ from safealign.errors import ConfigError
 
 
 def opt(default: Any, help: str, **metadata: Any) -> Any:
-    """A config field with its default and one line of help. Mutable defaults are copied per instance."""
+    """A config field with its default and one line of help. Mutable defaults are copied per instance.
+    `was="old_key"` keeps a renamed key working, with a one-line deprecation warning naming the new key."""
     meta = {"help": help, **metadata}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: _deepcopy(d), metadata=meta)
@@ -95,6 +97,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _renamed_keys(data, fields, where)
     for key in data:
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, list(fields), where))
@@ -116,6 +119,21 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     if validate is not None:
         validate(obj, where)
     return obj
+
+
+def _renamed_keys(data: dict, fields: dict, where: str) -> dict:
+    """`data` with each key a field was once called (`opt(..., was=OLD)`) under its new name, saying so once."""
+    data = dict(data)
+    for name, f in fields.items():
+        old = f.metadata.get("was")
+        if old is None or old not in data:
+            continue
+        prefix = f"{where}." if where else ""
+        if name in data:
+            raise ConfigError(f"{prefix}{old}: the old name of '{prefix}{name}', which is set too; keep '{name}'")
+        print(f"warning: config key '{prefix}{old}' is deprecated; use '{prefix}{name}'", file=sys.stderr)
+        data[name] = data.pop(old)
+    return data
 
 
 def _unknown_key_message(key: str, valid: list[str], where: str) -> str:

@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from safealign.config import one_of, opt
+from safealign.errors import ConfigError
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.optim import SophiaG
@@ -32,8 +35,52 @@ from safealign.optim import SophiaG
 NO_DECAY = ("bias", "norm")  # as HF Trainer: no weight decay on biases and normalisation weights
 
 
-def make_accelerator(cfg, log_dir: Path | None = None):
-    from accelerate import Accelerator
+@dataclass
+class TrainConfig:
+    lr: float = opt(1e-4, "peak learning rate (AdamW or SophiaG)")
+    epochs: float = opt(1.0, "passes over the task data (the 'train' stream)")
+    max_steps: int = opt(0, "optimizer steps; > 0 overrides epochs")
+    batch_size: int = opt(8, "micro-batch size per process")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    weight_decay: float = opt(0.0, "decoupled weight decay of AdamW or SophiaG (not applied to biases and norm weights)")
+    optimizer: str = opt("adamw", "adamw | sophiag (Sophia's clipped second-order update as SOUL uses it, optim.py)")
+    adam_betas: list[float] = opt([0.9, 0.999], "AdamW betas")
+    sophia_betas: list[float] = opt([0.9, 0.95], "SophiaG (β1 momentum, β2 Hessian EMA); SOUL's configs; "
+                                                 "β1=0.81 reproduces SOUL's code, which updates the momentum twice a step")
+    sophia_rho: float = opt(0.04, "SophiaG ρ: the step is lr·sign(m)·min(|m|/(ρ·5120·h), 1); SOUL's configs")
+    hessian_interval: int = opt(1, "SophiaG: optimizer steps between Hessian EMA updates (k); SOUL: every step")
+    warmup_ratio: float = opt(0.0, "share of steps with linear warm-up from 0")
+    warmup_steps: int = opt(0, "warm-up length in optimizer steps; > 0 overrides warmup_ratio")
+    scheduler: str = opt("constant", "learning-rate schedule after warm-up: constant, cosine, linear")
+    max_grad_norm: float = opt(1.0, "clip the gradient norm to this; 0 disables clipping")
+    precision: str = opt("fp32", "fp32, bf16 or fp16 (mixed precision through accelerate)")
+    tf32: bool = opt(False, "allow TF32 matmuls on Ampere+ GPUs")
+    log_every: int = opt(10, "optimizer steps per log line / metrics.jsonl row")
+    eval_every: int = opt(0, "optimizer steps between evaluations on data.validation (also after the last step); 0 = only after the last")
+    save_every: int = opt(0, "optimizer steps between checkpoints; 0 = only the final one")
+    report_to: list[str] = opt([], "extra trackers: tensorboard, wandb")
+    shuffle: bool = opt(True, "reshuffle the training data every epoch")
+
+    def validate(self, where: str) -> None:
+        one_of(self.scheduler, ("constant", "cosine", "linear"), f"{where}.scheduler")
+        one_of(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
+        one_of(self.optimizer, ("adamw", "sophiag"), f"{where}.optimizer")
+        if self.optimizer == "sophiag" and (len(self.sophia_betas) != 2 or not all(0 <= b < 1 for b in self.sophia_betas)
+                                            or self.sophia_rho < 0 or self.hessian_interval < 1):
+            raise ConfigError(f"{where}: sophia_betas must be two numbers in [0, 1), sophia_rho >= 0 and "
+                              f"hessian_interval >= 1; got {self.sophia_betas}, {self.sophia_rho}, {self.hessian_interval}")
+        for tracker in self.report_to:
+            one_of(tracker, ("tensorboard", "wandb"), f"{where}.report_to")
+        if self.eval_every < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"{where}: eval_every and warmup_steps must be >= 0")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError(f"{where}: batch_size and grad_accum must be >= 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"{where}.warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
+
+
+def make_accelerator(cfg: TrainConfig, log_dir: Path | None = None):
+    from accelerate import Accelerator  # lazy: accelerate pulls in much of transformers' import time
 
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -1,31 +1,66 @@
-"""Loading and saving models: local directories, hub ids and the mini world with the same code; LoRA through
-peft; the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into the base, train a fresh one).
+"""Models: their configs, loading and saving (local directories and hub ids with the same code), LoRA through
+peft, the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into the base, train a fresh one), the
+reference model of DPO-style methods, and `unwrap` for the wrapper the loop's accelerator adds.
 
 A stage's saved model directory holds `safealign_model.json`: {"kind": "adapter" | "full", "base": PATH}.
 `model_chain` follows it back to a plain model, so any stage output can be loaded, merged and evaluated.
+Paths arrive resolved: 'mini:' and 'stage:' references are turned into directories by the pipeline.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from safealign.config import one_of, opt
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_json, looks_like_hub_id
+from safealign.losses.sft import token_log_probs
+
+# transformers, peft and huggingface_hub are imported where they are used: importing them costs seconds, which
+# every command that never loads a model (config checks, --dry-run, schema) would pay.
 
 CHAIN_FILE = "safealign_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model_path(path: str) -> str:
-    if path.startswith("mini:"):
-        from safealign.mini.world import resolve
+@dataclass
+class ModelConfig:
+    path: str = opt("mini:base", "local directory, hub id, 'mini:base' or 'stage:NAME' (the output of an earlier stage)")
+    trust_remote_code: bool = opt(False, "run the model repository's own Python code (off unless you trust it)")
+    dtype: str = opt("auto", "weights dtype when loading: auto (float32 on CPU, the training precision on GPU), float32, bfloat16, float16")
+    max_length: int = opt(512, "truncate prompt+response to this many tokens")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory (works with LoRA)")
+    quantization: str = opt("none", "none | nf4: QLoRA, the base loaded in 4-bit NormalFloat with double "
+                                    "quantisation (bitsandbytes, a CUDA device); LoRA trains on top")
 
-        return str(resolve(path))
-    return path
+    def validate(self, where: str) -> None:
+        one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), f"{where}.dtype")
+        one_of(self.quantization, ("none", "nf4"), f"{where}.quantization")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = opt(True, "train a LoRA adapter (peft); false trains all weights")
+    r: int = opt(8, "LoRA rank")
+    alpha: float = opt(4, "LoRA alpha (the update is scaled by alpha/r)")
+    dropout: float = opt(0.1, "dropout on the LoRA input")
+    target_modules: list[str] = opt(["q_proj", "v_proj"], "module names to adapt")
+    modules_to_save: list[str] = opt([], "modules trained in full and saved with the adapter (e.g. a score head)")
+
+
+def unwrap(model):
+    """The model inside the data-parallel wrapper `accelerator.prepare` puts around it under several processes
+    (the adapter switch, hooks and extra passes that must bypass gradient sync act on the inner model)."""
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
 def check_model_path(path: str, what: str = "model") -> None:
@@ -51,7 +86,6 @@ def check_model_path(path: str, what: str = "model") -> None:
 
 def model_chain(path: str) -> list[str]:
     """[base, adapter_1, ..., adapter_k]: the plain model and the adapters to merge into it, in order."""
-    path = resolve_model_path(path)
     meta_file = Path(path) / CHAIN_FILE
     if not meta_file.exists():
         return [path]
@@ -94,8 +128,6 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, trust_remote_c
 
 def nf4_config(chain: list[str], dtype: torch.dtype):
     """bitsandbytes' NF4 + double quantisation (the QLoRA paper's setting), or a one-line reason it cannot run."""
-    import importlib.util
-
     missing = [what for what, ok in (("a CUDA device", torch.cuda.is_available()),
                                      ("bitsandbytes", importlib.util.find_spec("bitsandbytes") is not None)) if not ok]
     if missing:
@@ -128,7 +160,8 @@ def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool =
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if quantized:  # QLoRA: norms in fp32, input grads for checkpointing
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
@@ -139,7 +172,7 @@ def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool =
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
         raise SafealignError(f"lora.target_modules: the model has no module named {', '.join(missing)}")
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+    lora = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
                       modules_to_save=list(cfg.modules_to_save) or None, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -158,3 +191,44 @@ def save_model(model, tokenizer, out_dir: Path, base: str) -> None:
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def response_log_probs(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sequence log-probs (B,) summed over response tokens, token log-probs (B, T-1), mask (B, T-1))."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps, mask = token_log_probs(logits, batch["labels"])
+    return (logps * mask).sum(dim=1), logps, mask
+
+
+class Reference:
+    """The starting model, as DPO, NPO, KL and RMU compare against it: the adapter-disabled policy under LoRA
+    (no second copy in memory), else a frozen copy made when the method is set up."""
+
+    def __init__(self, model):
+        policy = unwrap(model)
+        self.frozen = None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).requires_grad_(False).eval()
+
+    @contextmanager
+    def _as_reference(self, model):
+        policy = unwrap(model)
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        # The reference is a fixed function: no dropout in it, whatever mode the policy is training in.
+        was_training = policy.training
+        policy.eval()
+        try:
+            with policy.disable_adapter():
+                yield policy
+        finally:
+            policy.train(was_training)
+
+    @torch.no_grad()
+    def logits(self, model, batch) -> torch.Tensor:
+        with self._as_reference(model) as reference:
+            return reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    @torch.no_grad()
+    def log_probs(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with self._as_reference(model) as reference:
+            return response_log_probs(reference, batch)

@@ -1,7 +1,10 @@
 """Recipes as a plan of cached units, and running them in a run directory.
 
 A recipe's stages expand into units: a train or pairs stage is one unit, an eval stage one unit per model.
-A 'stage:NAME[/file]' string anywhere in a stage's config makes stage NAME one of its inputs. A unit's
+A 'stage:NAME[/file]' string anywhere in a stage's config makes stage NAME one of its inputs. This is the one
+place references become paths: just before a unit runs, every 'stage:' string in its config (that stage's model/
+or a file in its directory) and every 'mini:' string (the mini world's item, built on first use) is resolved,
+so nothing below the pipeline knows either prefix. A unit's
 hash covers its resolved config, the hashes of the units it reads, and the mini world's version; a unit whose
 `done.json` holds its hash is reused, so a rerun after a crash resumes at the first unfinished unit (and a
 half-trained unit resumes from its last checkpoint), and a finished recipe reruns in seconds.
@@ -17,6 +20,8 @@ run_dir/
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import shutil
@@ -27,7 +32,13 @@ from pathlib import Path
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
 from safealign.errors import ConfigError
 from safealign.io import atomic_write_json, atomic_write_text
-from safealign.schema import EvalStage, ExportStage, PairsStage, PrepareStage, Recipe
+from safealign.measure import StageMeter
+from safealign.mini import world
+from safealign.preflight import preflight
+from safealign.report import write_report
+from safealign.schema import Recipe
+from safealign.stages import RUNNERS
+from safealign.sweep import expand_sweep
 
 CACHE_VERSION = 1  # bump when a change to the code makes old stage outputs wrong
 
@@ -48,8 +59,6 @@ def recipe_path(ref: str) -> Path:
         return path
     if ref in shipped_recipes():
         return Path(str(resources.files("safealign.recipes") / f"{ref}.yaml"))
-    import difflib
-
     close = difflib.get_close_matches(ref, shipped_recipes(), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise ConfigError(f"unknown recipe '{ref}' (shipped: {', '.join(shipped_recipes())}){hint}")
@@ -73,11 +82,10 @@ def single_stage_recipe(kind: str, config_path: str | None, overrides: list[str]
 
 def load_recipe_dict(data: dict) -> Recipe:
     """Build and validate a recipe (its sweep expanded); stages without their own seed take the recipe's."""
-    from safealign.sweep import expand_sweep
-
     recipe = build(Recipe, expand_sweep(data))
     for stage in recipe.stages.values():
-        if getattr(stage, "seed", 0) < 0:  # an export stage draws nothing and has no seed
+        has_seed = any(f.name == "seed" for f in dataclasses.fields(stage))  # an export stage draws nothing
+        if has_seed and stage.seed < 0:
             stage.seed = recipe.seed
     return recipe
 
@@ -93,12 +101,12 @@ def run_dir_of(recipe: Recipe) -> Path:
 class Unit:
     name: str  # "align" or "evaluate/sft"
     stage: str
-    kind: str  # train | eval | pairs | generate
+    kind: str  # a key of stages.STAGE_KINDS
     config: object  # the stage's config (TrainStage, EvalStage, ...)
     out_dir: Path
     inputs: dict[str, str] = field(default_factory=dict)  # model ref -> unit name it comes from
     label: str = ""  # eval units: the model's label in results.json
-    model: str = ""  # the model path or stage ref this unit loads
+    model: str = ""  # eval units: the model they load; others: their stage's main input (the first of its paths())
     hash: str = ""
     cached: bool = False
 
@@ -108,16 +116,15 @@ def plan(recipe: Recipe) -> list[Unit]:
     units: list[Unit] = []
     by_stage: dict[str, Unit] = {}
     for name, stage in recipe.stages.items():
-        if isinstance(stage, EvalStage):
+        if stage.kind == "eval":
             for label, ref in stage.models.items():
                 unit = Unit(f"{name}/{label}", name, "eval", stage, run_dir / "stages" / name / label, label=label, model=ref)
                 _link(unit, ref, by_stage, f"stages.{name}.models.{label}")
                 _link_all(unit, {k: v for k, v in to_dict(stage).items() if k != "models"}, by_stage, f"stages.{name}")
                 units.append(unit)
         else:
-            model = {PairsStage: lambda: stage.path, PrepareStage: lambda: stage.tokenizer, ExportStage: lambda: stage.model
-                     }.get(type(stage), lambda: stage.model.path)()
-            unit = Unit(name, name, stage.kind, stage, run_dir / "stages" / name, model=model)
+            _, _, main_input = next(iter(stage.paths()))
+            unit = Unit(name, name, stage.kind, stage, run_dir / "stages" / name, model=main_input)
             _link_all(unit, to_dict(stage), by_stage, f"stages.{name}")
             units.append(unit)
             by_stage[name] = unit
@@ -162,14 +169,17 @@ def _link_all(unit: Unit, config, by_stage: dict[str, Unit], where: str) -> None
         _link(unit, config, by_stage, where)
 
 
-def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
-    from safealign.mini.world import VERSION
-
-    config = to_dict(unit.config)
+def own_config(unit: Unit):
+    """The config a unit runs: its stage's, but an eval unit's with only the model it evaluates."""
     if unit.kind == "eval":
-        config = {**config, "models": {unit.label: unit.model}}
+        return dataclasses.replace(unit.config, models={unit.label: unit.model})
+    return unit.config
+
+
+def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
+    config = to_dict(own_config(unit))
     payload = {"config": config, "inputs": {ref: hashes[name] for ref, name in unit.inputs.items()},
-               "mini_world": VERSION if "mini:" in json.dumps(config) else None, "cache_version": CACHE_VERSION}
+               "mini_world": world.VERSION if "mini:" in json.dumps(config) else None, "cache_version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -196,18 +206,35 @@ def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
 # ---------------------------------------------------------------------------------------------------- run
 
 
-def resolve_ref(ref: str, units_by_name: dict[str, Unit], unit: Unit) -> str:
-    """A 'stage:' reference as a path: the stage's model/, or the named file inside the stage's directory."""
+def resolve_path(ref: str, units_by_name: dict[str, Unit], unit: Unit) -> str:
+    """A reference as a path: 'stage:NAME[/file]' is that stage's model/ or the named file inside its directory,
+    'mini:NAME[/file]' the mini world's item (built on first use); anything else is already one."""
+    if ref.startswith("mini:"):
+        return str(world.resolve(ref))
     if not ref.startswith("stage:"):
         return ref
     _, _, inner = ref.removeprefix("stage:").partition("/")
     return str(units_by_name[unit.inputs[ref]].out_dir / (inner or "model"))
 
 
-def run_recipe(recipe: Recipe) -> dict:
-    from safealign.preflight import preflight
-    from safealign.report import write_report
+def resolve_refs(cfg, resolve):
+    """A copy of a config dataclass with every string in it (at any depth, in nested dataclasses, dicts and
+    lists) passed through `resolve`."""
+    def walk(value):
+        if isinstance(value, str):
+            return resolve(value)
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: walk(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
 
+    return walk(cfg)
+
+
+def run_recipe(recipe: Recipe) -> dict:
     run_dir = run_dir_of(recipe)
     units = plan(recipe)
     preflight(recipe, units, run_dir)
@@ -244,11 +271,11 @@ def _prepare_dir(unit: Unit) -> None:
 
 
 def run_unit(unit: Unit, by_name: dict[str, Unit]) -> dict:
-    from safealign.measure import StageMeter
-    from safealign.stages import RUNNERS
-
+    """Run one unit with its references resolved to paths (the unit itself, hashed as written, is unchanged)."""
     with StageMeter() as meter:
-        result = RUNNERS[unit.kind](unit, lambda ref: resolve_ref(ref, by_name, unit))
+        resolve = lambda ref: resolve_path(ref, by_name, unit)  # noqa: E731
+        ready = dataclasses.replace(unit, config=resolve_refs(own_config(unit), resolve), model=resolve(unit.model))
+        result = RUNNERS[unit.kind](ready)
     return {**result, "meter": meter.result()}
 
 

@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from safealign.data.formats import collate, tokenize_example
 from safealign.errors import SafealignError
+from safealign.models import load_causal_lm, load_tokenizer, save_model
 
 SCORE_HEAD_FILE = "score_head.safetensors"
 
@@ -45,8 +47,6 @@ class ScoreModel(nn.Module):
 
 
 def save_score_model(model: ScoreModel, tokenizer, out_dir: Path, base: str) -> None:
-    from safealign.models import save_model
-
     out_dir = Path(out_dir)
     save_model(model.lm, tokenizer, out_dir, base=base)
     head = model.score_head
@@ -56,9 +56,7 @@ def save_score_model(model: ScoreModel, tokenizer, out_dir: Path, base: str) -> 
 
 def load_score_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> ScoreModel:
     """A saved score model: its backbone through the adapter chain, its head from score_head.safetensors."""
-    from safealign.models import load_causal_lm, resolve_model_path
-
-    head_file = Path(resolve_model_path(path)) / SCORE_HEAD_FILE
+    head_file = Path(path) / SCORE_HEAD_FILE
     if not head_file.exists():
         raise SafealignError(f"{path} is not a score model (no {SCORE_HEAD_FILE}); train one with the "
                              f"reward_model or cost_model method")
@@ -74,8 +72,6 @@ class Scorer:
     was trained, whatever tokenizer the policy being scored uses."""
 
     def __init__(self, path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        from safealign.models import load_tokenizer
-
         self.model = load_score_model(path, dtype).to(device)
         self.tokenizer = load_tokenizer(path)
 
@@ -87,8 +83,6 @@ class Scorer:
 def score_responses(model: ScoreModel, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 32,
                     max_length: int = 512) -> torch.Tensor:
     """(N,) scores of each (prompt, response) under the instruction template, as the score model was trained."""
-    from safealign.data.formats import collate, tokenize_example
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

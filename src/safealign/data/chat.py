@@ -10,7 +10,7 @@ template get DEFAULT_CHAT_TEMPLATE (the mini world's tokenizer has none), which 
 from __future__ import annotations
 
 from safealign.data.chat_sources import ROLES
-from safealign.data.formats import IGNORE_INDEX
+from safealign.data.formats import IGNORE_INDEX, tokenize_pair
 from safealign.errors import DataError
 
 # role tags on their own lines; an assistant turn ends with EOS, which generation stops on
@@ -72,3 +72,8 @@ def tokenize_chat_pair(tokenizer, pair: dict, max_length: int) -> dict:
         tokenizer, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": response}], max_length)
     return {"chosen": side(pair["chosen"]), "rejected": side(pair["rejected"]),
             "text": {k: pair[k] for k in ("prompt", "chosen", "rejected")}}
+
+
+def pair_tokenizer(template: str):
+    """tokenize_pair (the Alpaca prompt) or tokenize_chat_pair (the chat template), by a `template` setting."""
+    return tokenize_chat_pair if template == "chat" else tokenize_pair

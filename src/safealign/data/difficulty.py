@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from safealign.data.formats import collate
+from safealign.data.streams import BatchStream
 from safealign.errors import DataError
 from safealign.io import atomic_write_json, progress_kwargs
 from safealign.losses.sft import sequence_nll
@@ -46,8 +47,6 @@ def _flat_grad(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
 
 def first_epoch_order(n: int, seed: int) -> list[int]:
     """The order a shuffled unlearning stream (data/streams.py BatchStream, same seed) visits n rows in epoch 0."""
-    from safealign.data.streams import BatchStream
-
     return BatchStream([{}] * n, 1, 0, seed).epoch_order(0)
 
 

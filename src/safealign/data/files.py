@@ -1,6 +1,6 @@
 """Read rows from a hub id, a local file (.jsonl, .json, .parquet, .txt), a local directory (a saved HF dataset or
-`{split}.jsonl|json|parquet|txt` files) or the mini world, with the same code. Every row keeps where it came from
-so a bad row is reported as `file:line`. A .txt file is a plain-text corpus, one row `{"text": line}` per line
+`{split}.jsonl|json|parquet|txt` files) with the same code ('mini:' paths arrive resolved by the pipeline).
+Every row keeps where it came from so a bad row is reported as `file:line`. A .txt file is a plain-text corpus, one row `{"text": line}` per line
 (blank lines kept, so row i is line i+1): WMDP's own code reads its cyber and retain corpus files line by line
 as plain text; such a file reads here under a .txt name."""
 
@@ -44,16 +44,8 @@ def read_prompts(path: str, split: str = "", num: int = 0) -> list[str]:
     return list(prompts)[: num or len(prompts)]
 
 
-def resolve_data_path(path: str) -> str:
-    if path.startswith("mini:"):
-        from safealign.mini.world import resolve
-
-        return str(resolve(path))
-    return path
-
-
 def load_rows(path: str, split: str) -> Rows:
-    local = Path(resolve_data_path(path))
+    local = Path(path)
     if local.is_file():
         return _read_file(local)
     if local.is_dir():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from safealign.losses.sft import IGNORE_INDEX
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "

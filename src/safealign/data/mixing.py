@@ -6,7 +6,7 @@ with different seeds see the same rows in a different order; the training stream
 
 from __future__ import annotations
 
-from safealign.data import load_examples
+from safealign.data.sources import load_examples
 from safealign.errors import DataError
 
 _EPS = 1e-9  # int(0.1 * 1000) is 100, but int(0.29 * 100) is 28: guard the float product

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from safealign.data.common import example
-from safealign.data.files import Rows, load_rows, resolve_data_path
+from safealign.data.files import Rows, load_rows
 from safealign.errors import ConfigError, DataError
 from safealign.io import atomic_write_jsonl
 
@@ -58,8 +58,8 @@ def write_pair_splits(splits: dict, out_dir: str | Path) -> dict:
 
 
 def read_pairs(path: str | Path) -> list[dict]:
-    """Pairs from a .jsonl/.json/.parquet file in our format or TRL's (see `trl_pairs`); 'mini:NAME/FILE' too."""
-    path = resolve_data_path(str(path))
+    """Pairs from a .jsonl/.json/.parquet file in our format or TRL's (see `trl_pairs`)."""
+    path = str(path)
     if not Path(path).is_file():  # checked here: load_rows would take a missing bare name for a hub id
         raise DataError(f"pairs file does not exist: {path}")
     pairs = trl_pairs(load_rows(str(path), split=""))

@@ -1,26 +1,36 @@
-"""Evaluations by name. Each module has a `Config` and `run(cfg, model, tokenizer) -> (metrics, records)`;
-`model_kind` says what the eval stage loads for it: a causal LM, or a score model (reward / cost);
-`writes_files` that run() also takes `out_dir=` (the unit's eval directory) for files of its own."""
+"""Evaluations by name. Each module has a `Config` and `run(cfg, model, tokenizer) -> (metrics, records)`; its
+`Evaluation` entry says what the eval stage loads for it (`model_kind`: a causal LM, or a score model, reward /
+cost) and whether run() also takes `out_dir=` (the unit's eval directory) for files of its own (`writes_files`)."""
 
-from types import SimpleNamespace
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from safealign.evals import (arena, backdoor, copyright, harmful_score, lm_harness, mia, pair_odds, perplexity, score_accuracy,
                              task_accuracy, tofu, toxicity, wmdp)
 
+
+@dataclass(frozen=True)
+class Evaluation:
+    Config: type
+    run: Callable
+    model_kind: str = "causal_lm"
+    writes_files: bool = False
+
+
 EVALS = {
-    "harmful_score": SimpleNamespace(Config=harmful_score.HarmfulScoreConfig, run=harmful_score.run, model_kind="causal_lm"),
-    "finetune_accuracy": SimpleNamespace(Config=task_accuracy.TaskAccuracyConfig, run=task_accuracy.run,
-                                         model_kind="causal_lm"),
-    "arena": SimpleNamespace(Config=arena.ArenaConfig, run=arena.run, model_kind="causal_lm"),
-    "score_accuracy": SimpleNamespace(Config=score_accuracy.ScoreAccuracyConfig, run=score_accuracy.run, model_kind="score"),
-    "backdoor_cleaning": SimpleNamespace(Config=backdoor.BackdoorCleaningConfig, run=backdoor.run, model_kind="causal_lm"),
-    "tofu": SimpleNamespace(Config=tofu.TofuConfig, run=tofu.run, model_kind="causal_lm"),
-    "pair_odds": SimpleNamespace(Config=pair_odds.PairOddsConfig, run=pair_odds.run, model_kind="causal_lm"),
-    "lm_harness": SimpleNamespace(Config=lm_harness.LmHarnessConfig, run=lm_harness.run, model_kind="causal_lm",
-                                  writes_files=True),
-    "wmdp": SimpleNamespace(Config=wmdp.WmdpConfig, run=wmdp.run, model_kind="causal_lm"),
-    "perplexity": SimpleNamespace(Config=perplexity.TextPerplexityConfig, run=perplexity.run, model_kind="causal_lm"),
-    "toxicity": SimpleNamespace(Config=toxicity.ToxicityConfig, run=toxicity.run, model_kind="causal_lm"),
-    "copyright": SimpleNamespace(Config=copyright.CopyrightConfig, run=copyright.run, model_kind="causal_lm"),
-    "mia": SimpleNamespace(Config=mia.MiaConfig, run=mia.run, model_kind="causal_lm"),
+    "harmful_score": Evaluation(harmful_score.HarmfulScoreConfig, harmful_score.run),
+    "finetune_accuracy": Evaluation(task_accuracy.TaskAccuracyConfig, task_accuracy.run),
+    "arena": Evaluation(arena.ArenaConfig, arena.run),
+    "score_accuracy": Evaluation(score_accuracy.ScoreAccuracyConfig, score_accuracy.run, model_kind="score"),
+    "backdoor_cleaning": Evaluation(backdoor.BackdoorCleaningConfig, backdoor.run),
+    "tofu": Evaluation(tofu.TofuConfig, tofu.run),
+    "pair_odds": Evaluation(pair_odds.PairOddsConfig, pair_odds.run),
+    "lm_harness": Evaluation(lm_harness.LmHarnessConfig, lm_harness.run, writes_files=True),
+    "wmdp": Evaluation(wmdp.WmdpConfig, wmdp.run),
+    "perplexity": Evaluation(perplexity.TextPerplexityConfig, perplexity.run),
+    "toxicity": Evaluation(toxicity.ToxicityConfig, toxicity.run),
+    "copyright": Evaluation(copyright.CopyrightConfig, copyright.run),
+    "mia": Evaluation(mia.MiaConfig, mia.run),
 }

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safealign.config import opt
-from safealign.data.formats import build_prompt
 from safealign.data.files import read_prompts
-from safealign.evals.generation import generate
+from safealign.data.formats import build_prompt
+from safealign.generation import generate
+from safealign.models import load_causal_lm, load_tokenizer
+from safealign.score_model import Scorer
 
 
 @dataclass
@@ -27,9 +29,6 @@ class ArenaConfig:
 
 
 def run(cfg: ArenaConfig, model, tokenizer) -> tuple[dict, list[dict]]:
-    from safealign.models import load_causal_lm, load_tokenizer
-    from safealign.score_model import Scorer
-
     prompts = read_prompts(cfg.prompts, num=cfg.num)
     templated = [build_prompt({"instruction": p, "input": ""}) for p in prompts]
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

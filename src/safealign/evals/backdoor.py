@@ -19,9 +19,10 @@ from safealign.config import opt
 from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
 from safealign.data.formats import build_prompt
 from safealign.errors import DataError
-from safealign.evals.generation import generate
 from safealign.evals.similarity import sentence_bleu
+from safealign.generation import generate
 from safealign.losses.ranking import kendall_tau
+from safealign.methods.fabe import candidate_scores
 from safealign.sandbox import run_tests
 
 REQUIRED = ("reference", "tests", "poisoned")
@@ -43,8 +44,6 @@ class BackdoorCleaningConfig:
 
 @torch.no_grad()
 def candidate_log_likelihoods(model, tokenizer, rows: list[dict], batch_size: int) -> list[list[float]]:
-    from safealign.methods.fabe import candidate_scores
-
     model.eval()
     device = next(model.parameters()).device
     out = []

@@ -7,7 +7,7 @@ Rows, one of (a row is checked in this order):
 - {prefix, continuation}, or {prompt, response} (SOUL's hp_*_qa.jsonl): given; the true continuation is cut to its
   first `continuation_tokens` tokens (MUSE cuts its ground truth the same way; SOUL compares with the whole response).
 The prefix is fed as raw text (the tokenizer's BOS, no prompt template), the model continues it greedily for
-`continuation_tokens` new tokens (evals/generation.py), and each continuation is scored against the true one:
+`continuation_tokens` new tokens (generation.py), and each continuation is scored against the true one:
 - ROUGE-L recall, LCS / |true| on Porter-stemmed tokens (`tofu_metrics.rouge_l_recall`, rouge_score's `rougeL`
   `.recall` with `use_stemmer=True`, exactly SOUL's `scorers.score(ground_truth, text)["rougeL"].recall`);
 - BLEU-4 in [0, 1] (`similarity.sentence_bleu`: BLEU+1 smoothing, \\w+ / punctuation tokens). SOUL calls
@@ -24,8 +24,8 @@ from safealign.config import opt
 from safealign.data.files import load_rows
 from safealign.errors import ConfigError, DataError
 from safealign.evals import tofu_metrics as tm
-from safealign.evals.generation import generate
 from safealign.evals.similarity import sentence_bleu
+from safealign.generation import generate
 
 GIVEN = (("prefix", "continuation"), ("prompt", "response"))
 
@@ -38,14 +38,14 @@ class CopyrightConfig:
     split: str = opt("prefixes", "split of `data` (mini:whp: prefixes, rows {prompt, response} as SOUL's; text, rows {text})")
     prefix_tokens: int = opt(32, "{text} rows: tokens of the prefix the model continues")
     continuation_tokens: int = opt(128, "tokens of the true continuation, and new tokens generated (MUSE verbmem: 128)")
-    limit: int = opt(0, "first N rows; 0 = all")
+    num: int = opt(0, "first N rows; 0 = all", was="limit")
     batch_size: int = opt(32, "generation batch size")
 
     def validate(self, where: str) -> None:
         if self.prefix_tokens < 1 or self.continuation_tokens < 1:
             raise ConfigError(f"{where}: prefix_tokens and continuation_tokens must be >= 1")
-        if self.limit < 0:
-            raise ConfigError(f"{where}.limit: must be >= 0")
+        if self.num < 0:
+            raise ConfigError(f"{where}.num: must be >= 0")
 
 
 def _string(rows, i: int, field: str) -> str:
@@ -56,10 +56,10 @@ def _string(rows, i: int, field: str) -> str:
 
 
 def passages(cfg: CopyrightConfig, tokenizer) -> list[dict]:
-    """[{prefix, continuation}] of `data[split]`, the first `limit`, continuations cut to continuation_tokens."""
+    """[{prefix, continuation}] of `data[split]`, the first `num`, continuations cut to continuation_tokens."""
     rows = load_rows(cfg.data, cfg.split)
     out = []
-    for i, row in enumerate(rows.rows[: cfg.limit or len(rows)]):
+    for i, row in enumerate(rows.rows[: cfg.num or len(rows)]):
         given = next(((p, c) for p, c in GIVEN if p in row), None)
         if "text" in row:
             ids = tokenizer(_string(rows, i, "text"), add_special_tokens=False)["input_ids"]

@@ -12,12 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from safealign.config import one_of, opt
-from safealign.data import load_examples
 from safealign.data.formats import build_prompt
+from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError
-from safealign.evals.generation import generate
 from safealign.evals.judges import load_judge
-from safealign.schema import SourceConfig
+from safealign.generation import generate
 
 
 @dataclass

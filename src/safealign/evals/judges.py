@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from safealign.io import progress_kwargs
+from safealign.models import DTYPES
 
 # beaver-dam-7b's input format (safe-rlhf QAModeration): the answer follows "ASSISTANT:" with no space.
 MODERATION_FORMAT = "BEGINNING OF CONVERSATION: USER: {question} ASSISTANT:{answer}"
@@ -28,9 +29,6 @@ def load_classifier(path: str, dtype: torch.dtype = torch.float32, trust_remote_
     by `prepare_classifier`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from safealign.models import resolve_model_path
-
-    path = resolve_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                                use_safetensors=use_safetensors)
@@ -105,8 +103,6 @@ class KeywordJudge:
 @lru_cache(maxsize=2)
 def load_judge(kind: str, path: str, threshold: float, max_length: int, batch_size: int, dtype_name: str = "float32"):
     """One judge per process and setting: an eval stage over several models loads it once."""
-    from safealign.models import DTYPES
-
     if kind == "keyword":
         return KeywordJudge()
     return ModerationJudge(path, threshold, max_length, batch_size, DTYPES[dtype_name])

@@ -27,7 +27,7 @@ class LmHarnessConfig:
     include_defaults: bool = opt(False, "also index lm-eval's stock tasks (about 11 s; needed for the default tasks)")
     num_fewshot: int = opt(0, "few-shot examples per question")
     batch_size: int = opt(16, "lm-eval batch size")
-    limit: int = opt(0, "first N documents per task; 0 = all")
+    num: int = opt(0, "first N documents per task; 0 = all", was="limit")
 
 
 def multiple_choice_task(name: str, data_file) -> str:
@@ -60,9 +60,7 @@ def run(cfg: LmHarnessConfig, model, tokenizer, out_dir: Path) -> tuple[dict, li
     except ImportError:
         raise SafealignError("the lm_harness evaluation needs lm-evaluation-harness: pip install 'safealign[eval]'") from None
 
-    from safealign.data.files import resolve_data_path
-
-    include = resolve_data_path(cfg.include_path) if cfg.include_path else None
+    include = cfg.include_path or None
     manager = TaskManager(include_path=include, include_defaults=cfg.include_defaults or not include)
     unknown = [t for t in cfg.tasks if t not in manager.all_tasks]
     if unknown:
@@ -71,7 +69,7 @@ def run(cfg: LmHarnessConfig, model, tokenizer, out_dir: Path) -> tuple[dict, li
     device = str(next(model.parameters()).device)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=device)
     out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot, task_manager=manager,
-                                  limit=cfg.limit or None, log_samples=False, bootstrap_iters=0)
+                                  limit=cfg.num or None, log_samples=False, bootstrap_iters=0)
     rows = rows_of(out["results"])
     atomic_write_json(out_dir / "lm_harness.results.json", {k: out.get(k) for k in ("results", "versions", "n-shot", "higher_is_better")})
     text = io.StringIO()

@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safealign.config import opt
-from safealign.data import load_examples
 from safealign.data.formats import IGNORE_INDEX, tokenize_example
+from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError, DataError
 from safealign.evals import tofu_metrics as tm
 from safealign.evals.perplexity import labelled_token_logps
-from safealign.schema import SourceConfig
 
 
 @dataclass
@@ -33,15 +32,15 @@ class MiaConfig:
     holdout: SourceConfig = opt(SourceConfig(source="tofu", path="mini:tofu", split="holdout10"),
                                 "the non-members: rows of the same distribution never trained on (TOFU holdout10)")
     k: float = opt(0.4, "Min-K% fraction of the lowest token log-probs (0.4 as open-unlearning's configs)")
-    limit: int = opt(0, "first N rows of each set; 0 = all")
+    num: int = opt(0, "first N rows of each set; 0 = all", was="limit")
     batch_size: int = opt(32, "rows per forward")
     max_length: int = opt(512, "truncate prompt+answer to this many tokens (open-unlearning's TOFU_MIA: 512)")
 
     def validate(self, where: str) -> None:
         if not 0 < self.k <= 1:
             raise ConfigError(f"{where}.k: a fraction in (0, 1] (0.2 for Min-20%), got {self.k}")
-        if self.limit < 0:
-            raise ConfigError(f"{where}.limit: must be >= 0")
+        if self.num < 0:
+            raise ConfigError(f"{where}.num: must be >= 0")
 
 
 def answer_features(tokenizer, examples: list[dict], max_length: int) -> list[dict]:
@@ -57,7 +56,7 @@ def answer_features(tokenizer, examples: list[dict], max_length: int) -> list[di
 
 def min_k_scores(model, tokenizer, source: SourceConfig, cfg: MiaConfig, name: str) -> tuple[list[dict], list[float]]:
     examples = load_examples(source)
-    examples = examples[: cfg.limit or len(examples)]
+    examples = examples[: cfg.num or len(examples)]
     logps = labelled_token_logps(model, answer_features(tokenizer, examples, cfg.max_length), tokenizer.pad_token_id,
                                  cfg.batch_size, desc=f"mia {name}")
     for i, lp in enumerate(logps):

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import torch
 
 from safealign.config import one_of, opt
+from safealign.data.chat import pair_tokenizer
 from safealign.data.formats import collate_pairs
 from safealign.data.pairs import read_pairs
+from safealign.methods.orpo import orpo_terms
 
 
 @dataclass
@@ -28,9 +30,6 @@ class PairOddsConfig:
 
 @torch.no_grad()
 def run(cfg: PairOddsConfig, model, tokenizer) -> tuple[dict, list[dict]]:
-    from safealign.methods.orpo import orpo_terms
-    from safealign.stages import pair_tokenizer
-
     pairs = read_pairs(cfg.pairs)
     pairs = pairs[: cfg.num or len(pairs)]
     tokenize = pair_tokenizer(cfg.template)

@@ -62,23 +62,23 @@ class TextPerplexityConfig:
     split: str = opt("test", "split of `data` (on the hub CONFIG:SPLIT, e.g. wikitext-2-raw-v1:test)")
     text_field: str = opt("text", "the field holding each row's text")
     max_length: int = opt(1024, "tokens per row, the prefix token included; longer rows are truncated (counted)")
-    limit: int = opt(0, "first N non-empty rows; 0 = all")
+    num: int = opt(0, "first N non-empty rows; 0 = all", was="limit")
     batch_size: int = opt(16, "rows per forward")
 
     def validate(self, where: str) -> None:
         if self.max_length < 2:
             raise ConfigError(f"{where}.max_length: must be >= 2 (the prefix token and one predicted token)")
-        if self.limit < 0:
-            raise ConfigError(f"{where}.limit: must be >= 0")
+        if self.num < 0:
+            raise ConfigError(f"{where}.num: must be >= 0")
 
 
 def text_rows(cfg: TextPerplexityConfig) -> list[str]:
-    """The non-empty texts of `data[split]` (Wikitext's blank lines dropped), the first `limit` of them."""
+    """The non-empty texts of `data[split]` (Wikitext's blank lines dropped), the first `num` of them."""
     rows = load_rows(cfg.data, cfg.split)
     texts = [text for _, text in non_blank_texts(rows, cfg.text_field)]
     if not texts:
         raise DataError(f"{rows.origin}: no non-empty '{cfg.text_field}' rows (empty split)")
-    return texts[: cfg.limit or len(texts)]
+    return texts[: cfg.num or len(texts)]
 
 
 def run(cfg: TextPerplexityConfig, model, tokenizer) -> tuple[dict, list[dict]]:

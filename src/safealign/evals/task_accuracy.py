@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safealign.config import opt
-from safealign.data import SOURCES, load_examples
 from safealign.data.formats import build_prompt
+from safealign.data.sources import SourceConfig, SOURCES, load_examples
 from safealign.errors import ConfigError
-from safealign.evals.generation import generate
-from safealign.schema import SourceConfig
+from safealign.generation import generate
 
 
 @dataclass

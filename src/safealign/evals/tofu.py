@@ -20,8 +20,9 @@ from safealign.data.files import load_rows
 from safealign.data.formats import build_prompt, collate, tokenize_example
 from safealign.data.tofu import perturbed_rows
 from safealign.evals import tofu_metrics as tm
-from safealign.evals.generation import generate
+from safealign.generation import generate
 from safealign.losses.sft import sequence_nll
+from safealign.models import load_causal_lm
 
 SETS = ("forget", "retain", "real", "world")
 
@@ -106,8 +107,6 @@ def run(cfg: TofuConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     metrics["model_utility"] = tm.model_utility([metrics[f"{s}_{k}"] for s in ("retain", "real", "world")
                                                  for k in ("prob", "rouge", "truth_ratio")])
     if cfg.retain_model:
-        from safealign.models import load_causal_lm
-
         reference = load_causal_lm(cfg.retain_model).to(next(model.parameters()).device)
         ours = [r["truth_ratio"] for r in records if r["set"] == "forget"]
         metrics["forget_quality"] = tm.ks_forget_quality(ours, forget_truth_ratios(reference, tokenizer, rows["forget"], cfg))

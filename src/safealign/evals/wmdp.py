@@ -58,7 +58,7 @@ class WmdpConfig:
     scoring: str = opt("letters", "letters: the A-D options in the prompt, the letter's log-likelihood (lm-eval's "
                                   "wmdp, the paper's) | choices: the choice texts' log-likelihoods after the question "
                                   "(cloze; the mini world)")
-    limit: int = opt(0, "first N questions of each subset; 0 = all")
+    num: int = opt(0, "first N questions of each subset; 0 = all", was="limit")
     batch_size: int = opt(32, "questions per forward (x4 sequences when the letters are not single tokens)")
 
     def validate(self, where: str) -> None:
@@ -68,8 +68,8 @@ class WmdpConfig:
         missing = [s for s in self.subsets if s not in self.subjects]
         if missing:
             raise ConfigError(f"{where}.subjects: no subject for subset '{missing[0]}' (have {', '.join(self.subjects)})")
-        if self.limit < 0:
-            raise ConfigError(f"{where}.limit: must be >= 0")
+        if self.num < 0:
+            raise ConfigError(f"{where}.num: must be >= 0")
 
 
 def prompt(question: str, choices: list[str], subject: str) -> str:
@@ -78,14 +78,14 @@ def prompt(question: str, choices: list[str], subject: str) -> str:
 
 
 def questions(cfg: WmdpConfig, split: str) -> list[dict]:
-    """The checked rows of one split: {question, choices (4 strings), answer (0..3)}, the first `limit`."""
+    """The checked rows of one split: {question, choices (4 strings), answer (0..3)}, the first `num`."""
     rows = load_rows(cfg.data, split)
     out = mc_rows(rows)  # checked, in file order; an empty split is an error there
     for i, row in enumerate(out):  # the template has exactly four options
         if len(row["choices"]) != len(LETTERS):
             raise DataError(f"{rows.where(i)}: field 'choices' must hold {len(LETTERS)} options for the A-D template, "
                             f"got {len(row['choices'])}")
-    return out[: cfg.limit or len(out)]
+    return out[: cfg.num or len(out)]
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from safealign.data.formats import IGNORE_INDEX
+IGNORE_INDEX = -100  # the label of positions the loss skips (prompt and padding), as HF and PyTorch
 
 
 def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

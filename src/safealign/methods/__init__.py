@@ -6,11 +6,11 @@ from safealign.methods.ewc import EWC
 from safealign.methods.fabe import FABE
 from safealign.methods.lisa import Lisa
 from safealign.methods.orpo import ORPO
+from safealign.methods.rmu import RMU
 from safealign.methods.safe_mm_dpo import SafeMMDPO
 from safealign.methods.score import CostModel, RewardModel
 from safealign.methods.sft import SFT
 from safealign.methods.t_vaccine import TVaccine
-from safealign.methods.rmu import RMU
 from safealign.methods.unlearning import FT, GA, GAKL, KL, NPO, GradDiff, SimNPO
 from safealign.methods.unlearning_rewrite import CL, IDK, RL
 from safealign.methods.vaccine import Vaccine

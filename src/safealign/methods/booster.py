@@ -21,9 +21,9 @@ import torch
 
 from safealign.config import opt
 from safealign.errors import ConfigError
-from safealign.methods.base import StatelessMethod, StepOutput, trainable_parameters
+from safealign.methods.base import Method, StepOutput, causal_lm_loss, trainable_parameters
 from safealign.methods.perturbation import NORM_EPS, joint_norm
-from safealign.methods.vaccine import nll
+from safealign.models import unwrap
 
 
 @dataclass
@@ -57,17 +57,17 @@ def booster_direction(params: list[torch.Tensor], harmful_loss, alpha: float) ->
     return [g - gm for g, gm in zip(grad, grad_moved)], h.item(), h_moved.item()
 
 
-class Booster(StatelessMethod):
+class Booster(Method):
     Config = BoosterConfig
     streams = ("train", "harmful")
     data_kind, model_kind = "examples", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
-        inner = getattr(model, "module", model)  # the extra passes bypass DDP; the final one goes through it
+        inner = unwrap(model)  # the extra passes bypass DDP; the final one goes through it
         params = list(trainable_parameters(inner).values())
         harmful = next(streams["harmful"])
-        direction, h, h_moved = booster_direction(params, lambda: nll(inner, harmful), self.cfg.alpha)
-        f = nll(model, next(streams["train"]))
+        direction, h, h_moved = booster_direction(params, lambda: causal_lm_loss(inner, harmful), self.cfg.alpha)
+        f = causal_lm_loss(model, next(streams["train"]))
         attenuation = sum((d * (p - p.detach())).sum() for d, p in zip(direction, params))  # value 0, gradient d
         return StepOutput(f + self.cfg.lamb * attenuation, {"nll": f.item(), "harmful_nll": h,
                                                             "harmful_nll_after_step": h_moved, "harmful_drop": h - h_moved})

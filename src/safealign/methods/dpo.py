@@ -2,30 +2,27 @@
 smoothing. Batches are `collate_pairs` output (chosen rows first). Sequence log-probs are SUMMED over response
 tokens; the loss is the batch mean over pairs.
 
-The reference model is the policy with its LoRA adapter disabled (no second copy in memory); when every
-weight trains, a frozen copy of the starting model is taken in `setup`. With `precompute_ref`, the reference's
-sequence log-probs of every training pair are computed once in `setup` (no grad, one pass), saved in the stage
+The reference model (models.Reference) is the policy with its LoRA adapter disabled (no second copy in
+memory); when every weight trains, a frozen copy of the starting model is taken in `setup`. With
+`precompute_ref`, the reference's sequence log-probs of every training pair are computed once in `setup` (no grad, one pass), saved in the stage
 directory as `reference_logps.json` (a resumed run reads them back), and carried in the batches, so a training
 step runs the policy only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import copy
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from safealign.config import one_of, opt
 from safealign.data.formats import collate_pairs
+from safealign.io import atomic_write_json
 from safealign.losses.preference import DPO_LOSS_TYPES, dpo_loss
-from safealign.losses.sft import token_log_probs
-from safealign.methods.base import MethodContext, StatelessMethod, StepOutput
-
+from safealign.methods.base import Method, MethodContext, StepOutput
+from safealign.models import Reference, response_log_probs
 
 
 @dataclass
@@ -41,51 +38,10 @@ class DPOConfig:
         one_of(self.loss_type, DPO_LOSS_TYPES, f"{where}.loss_type")
 
 
-def response_log_probs(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sequence log-probs (2B,) summed over response tokens, token log-probs (2B, T-1), mask (2B, T-1))."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    token_logps, mask = token_log_probs(logits, batch["labels"])
-    return (token_logps * mask).sum(dim=1), token_logps, mask
-
-
-class Reference:
-    """The DPO reference: the adapter-disabled policy under LoRA, else a frozen copy made at setup."""
-
-    def __init__(self, model):
-        policy = getattr(model, "module", model)  # DDP wraps the model; the adapter switch is on the inner one
-        self.frozen = None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).requires_grad_(False).eval()
-
-    @contextmanager
-    def _as_reference(self, model):
-        policy = getattr(model, "module", model)
-        if self.frozen is not None:
-            yield self.frozen
-            return
-        # The reference is a fixed function: no dropout in it, whatever mode the policy is training in.
-        was_training = policy.training
-        policy.eval()
-        try:
-            with policy.disable_adapter():
-                yield policy
-        finally:
-            policy.train(was_training)
-
-    @torch.no_grad()
-    def logits(self, model, batch) -> torch.Tensor:
-        with self._as_reference(model) as reference:
-            return reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-    @torch.no_grad()
-    def log_probs(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with self._as_reference(model) as reference:
-            return response_log_probs(reference, batch)
-
-
-class DPO(StatelessMethod):
+class DPO(Method):
     Config = DPOConfig
     streams = ("train",)
     data_kind, model_kind = "pairs", "causal_lm"
-    pair_labels = ()
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
         self.reference = Reference(model)
@@ -114,8 +70,6 @@ def attach_reference_logps(stream, reference: Reference, model, cache: Path) -> 
     """Store the reference's summed sequence log-probs of each pair as feature['ref_chosen_logp'] /
     ['ref_rejected_logp'], read from `cache` when it holds them for these features, else computed in batches
     of the stream's size and written there atomically (main process only)."""
-    from safealign.io import atomic_write_json
-
     features = stream.features
     saved = json.loads(cache.read_text()) if cache.exists() else None
     if saved is None or len(saved["chosen"]) != len(features):

@@ -18,7 +18,8 @@ from safealign.config import opt
 from safealign.data.formats import collate
 from safealign.errors import ConfigError
 from safealign.losses.regularizers import ewc_penalty
-from safealign.methods.base import MethodContext, StepOutput, causal_lm_loss, trainable_parameters
+from safealign.methods.base import Method, MethodContext, StepOutput, causal_lm_loss, trainable_parameters
+from safealign.models import unwrap
 
 
 @dataclass
@@ -35,13 +36,13 @@ def empirical_fisher(model, params: dict[str, torch.Tensor], batches) -> dict[st
     """Σ_batches (∂ NLL_batch / ∂θ)², element-wise, for each tensor in `params` (float32)."""
     fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     for batch in batches:
-        loss, _ = causal_lm_loss(model, batch)
+        loss = causal_lm_loss(model, batch)
         for (name, _), g in zip(params.items(), torch.autograd.grad(loss, list(params.values()))):
             fisher[name] += g.float() ** 2
     return fisher
 
 
-class EWC:
+class EWC(Method):
     Config = EWCConfig
     streams = ("train", "guide")
     data_kind, model_kind = "examples", "causal_lm"
@@ -54,7 +55,7 @@ class EWC:
     def setup(self, model, streams, ctx: MethodContext) -> None:
         if "guide" not in streams:
             raise ConfigError("ewc: needs alignment data for its Fisher: set data.guide (and not data.guide_mix)")
-        inner = getattr(model, "module", model)
+        inner = unwrap(model)
         params = trainable_parameters(inner)
         self.anchors = {name: p.detach().clone() for name, p in params.items()}
         guide = streams["guide"]
@@ -65,7 +66,7 @@ class EWC:
         self.fisher = empirical_fisher(inner, params, batches)
 
     def step(self, model, streams, step: int) -> StepOutput:
-        nll, _ = causal_lm_loss(model, next(streams["train"]))
+        nll = causal_lm_loss(model, next(streams["train"]))
         penalty = ewc_penalty(trainable_parameters(model), self.anchors, self.fisher, self.cfg.lamb)
         return StepOutput(nll + penalty, {"nll": nll.item(), "ewc_penalty": penalty.item()})
 

@@ -22,7 +22,7 @@ from safealign.config import one_of, opt
 from safealign.errors import ConfigError
 from safealign.losses.ranking import length_normalized_logps, listmle_loss, margin_ranking_loss
 from safealign.losses.sft import batch_token_mean, token_log_probs
-from safealign.methods.base import StatelessMethod, StepOutput
+from safealign.methods.base import Method, StepOutput
 
 
 @dataclass
@@ -50,7 +50,7 @@ def candidate_scores(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return length_normalized_logps(token_logps, mask).view(b, n), token_logps, mask
 
 
-class FABE(StatelessMethod):
+class FABE(Method):
     Config = FABEConfig
     streams = ("train",)
     data_kind, model_kind = "candidates", "causal_lm"

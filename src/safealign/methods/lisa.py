@@ -21,7 +21,7 @@ import torch
 from safealign.config import opt
 from safealign.errors import ConfigError
 from safealign.losses.regularizers import proximal, squared_distance
-from safealign.methods.base import MethodContext, StepOutput, causal_lm_loss, trainable_parameters
+from safealign.methods.base import Method, MethodContext, StepOutput, causal_lm_loss, trainable_parameters
 
 ALIGNMENT, FINETUNE = "alignment", "finetune"
 
@@ -39,7 +39,7 @@ class LisaConfig:
             raise ConfigError(f"{where}: rho, alignment_step and finetune_step must be >= 0")
 
 
-class Lisa:
+class Lisa(Method):
     Config = LisaConfig
     streams = ("train",)  # and 'guide' when data.guide is set: without it Lisa stays in the finetune state
     data_kind, model_kind = "examples", "causal_lm"
@@ -85,7 +85,7 @@ class Lisa:
     def step(self, model, streams, step: int) -> StepOutput:
         events = self._advance(model, step) if step != self.last_step else []
         batch = next(streams["guide" if self.status == ALIGNMENT else "train"])
-        nll, _ = causal_lm_loss(model, batch)
+        nll = causal_lm_loss(model, batch)
         loss = nll
         prox = torch.zeros(())
         if self.cfg.rho > 0 and step > self.cfg.proximal_warmup * self.total_steps:

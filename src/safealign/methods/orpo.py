@@ -19,7 +19,7 @@ from safealign.config import opt
 from safealign.errors import ConfigError
 from safealign.losses.preference import orpo_log_odds, orpo_odds_ratio_loss
 from safealign.losses.sft import batch_token_mean, token_log_probs
-from safealign.methods.base import StatelessMethod, StepOutput
+from safealign.methods.base import Method, StepOutput
 
 
 @dataclass
@@ -44,11 +44,10 @@ def orpo_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return nll, orpo_odds_ratio_loss(average[:half], average[half:]), orpo_log_odds(average[:half], average[half:])
 
 
-class ORPO(StatelessMethod):
+class ORPO(Method):
     Config = ORPOConfig
     streams = ("train",)
     data_kind, model_kind = "pairs", "causal_lm"
-    pair_labels = ()
 
     def step(self, model, streams, step: int) -> StepOutput:
         nll, odds_ratio, log_odds = orpo_terms(model, next(streams["train"]))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from safealign.errors import SafealignError
+from safealign.models import unwrap
 
 NORM_EPS = 1e-7  # the authors' `grad_norm + 1e-7`
 
@@ -80,7 +81,7 @@ def perturbed_loss(model, batch, modules: list[torch.nn.Module], rho: float, los
     `loss_fn(model, batch) -> scalar`. Metrics: the clean loss and the gradient norm ‖g‖.
     Pass 1 runs on the inner model under DDP: only the pass the loop back-propagates goes through the wrapper."""
     with captured_outputs(modules) as outputs:
-        clean = loss_fn(getattr(model, "module", model), batch)
+        clean = loss_fn(unwrap(model), batch)
     grads = torch.autograd.grad(clean, outputs)
     shifts = perturbation(list(grads), rho)
     with shifted_outputs(modules, shifts):

@@ -35,14 +35,15 @@ import torch
 from safealign.config import opt
 from safealign.errors import ConfigError
 from safealign.losses.unlearning import rmu_loss
-from safealign.methods.base import MethodContext, StepOutput
+from safealign.methods.base import Method, MethodContext, StepOutput
+from safealign.models import Reference, unwrap
 
 
 def base_causal_lm(model):
     """The HF causal LM under DDP's and peft's wrappers."""
     from peft import PeftModel
 
-    model = getattr(model, "module", model)  # DDP, as methods.dpo.Reference unwraps it
+    model = unwrap(model)
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
@@ -92,7 +93,7 @@ class RMUConfig:
             raise ConfigError(f"{where}.train_modules: selects parameters within train_layers; give train_layers too")
 
 
-class RMU:
+class RMU(Method):
     Config = RMUConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -102,8 +103,6 @@ class RMU:
         self.control_vec: torch.Tensor | None = None
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
-        from safealign.methods.dpo import Reference
-
         layers = decoder_layers(model)
         for i in (self.cfg.layer, *self.cfg.train_layers):
             if i >= len(layers):

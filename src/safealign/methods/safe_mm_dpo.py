@@ -19,9 +19,13 @@ from dataclasses import dataclass
 import torch
 
 from safealign.config import opt
+from safealign.data.files import read_prompts
+from safealign.data.formats import build_prompt
+from safealign.generation import generate
 from safealign.losses.preference import dpo_loss, lagrange_update, margin_adaptive_beta, per_token_kl, safe_mm_dpo_total
-from safealign.methods.base import MethodContext, StepOutput
-from safealign.methods.dpo import Reference, response_log_probs
+from safealign.methods.base import Method, MethodContext, StepOutput
+from safealign.models import Reference, response_log_probs, unwrap
+from safealign.score_model import Scorer
 
 
 @dataclass
@@ -43,11 +47,10 @@ class SafeMMDPOConfig:
     max_new_tokens: int = opt(48, "answer length for J_c")
 
 
-class SafeMMDPO:
+class SafeMMDPO(Method):
     Config = SafeMMDPOConfig
     streams = ("train", "harmless")
     data_kind, model_kind = "pairs", "causal_lm"
-    pair_labels = ()
 
     def __init__(self, cfg: SafeMMDPOConfig, total_steps: int):
         self.cfg = cfg
@@ -56,9 +59,6 @@ class SafeMMDPO:
         self.updated_at = -1
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
-        from safealign.data.files import read_prompts
-        from safealign.score_model import Scorer
-
         self.reference = Reference(model)
         self.tokenizer = ctx.tokenizer  # the policy's, for its J_c answers; each score model has its own
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
@@ -99,10 +99,7 @@ class SafeMMDPO:
 
     @torch.no_grad()
     def expected_cost(self, model) -> float:
-        from safealign.data.formats import build_prompt
-        from safealign.evals.generation import generate
-
-        policy = getattr(model, "module", model)  # generate on the inner model under DDP
+        policy = unwrap(model)  # generate on the inner model under DDP
         answers = generate(policy, self.tokenizer, [build_prompt({"instruction": p, "input": ""}) for p in self.eval_prompts],
                            self.cfg.max_new_tokens, batch_size=len(self.eval_prompts), desc="J_c answers")
         policy.train()

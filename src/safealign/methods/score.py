@@ -10,7 +10,7 @@ import torch
 
 from safealign.config import opt
 from safealign.losses.reward import cost_pair_loss, pair_accuracy, reward_pair_loss, sign_accuracy
-from safealign.methods.base import StatelessMethod, StepOutput
+from safealign.methods.base import Method, StepOutput
 
 
 @dataclass
@@ -31,13 +31,12 @@ def _pair_scores(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return scores[:half], scores[half:]
 
 
-class RewardModel(StatelessMethod):
+class RewardModel(Method):
     """Helpful pairs: chosen = the better response. Bradley-Terry loss."""
 
     Config = RewardModelConfig
     streams = ("train",)
     data_kind, model_kind = "pairs", "score"
-    pair_labels = ()
 
     def step(self, model, streams, step: int) -> StepOutput:
         better, worse = _pair_scores(model, next(streams["train"]))
@@ -46,7 +45,7 @@ class RewardModel(StatelessMethod):
                                  "reward_chosen": better.mean().item(), "reward_rejected": worse.mean().item()})
 
 
-class CostModel(StatelessMethod):
+class CostModel(Method):
     """Harmless pairs: chosen = the safer response, so the rejected one should cost more; plus the sign terms."""
 
     Config = CostModelConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safealign.methods.base import StatelessMethod, StepOutput, causal_lm_loss
+from safealign.methods.base import Method, StepOutput, causal_lm_loss
 
 
 @dataclass
@@ -12,11 +12,11 @@ class SFTConfig:
     registry_name = "sft"
 
 
-class SFT(StatelessMethod):
+class SFT(Method):
     Config = SFTConfig
     streams = ("train",)
     data_kind, model_kind = "examples", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
-        loss, _ = causal_lm_loss(model, next(streams["train"]))
+        loss = causal_lm_loss(model, next(streams["train"]))
         return StepOutput(loss, {"nll": loss.item()})

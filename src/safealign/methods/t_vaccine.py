@@ -21,9 +21,9 @@ import torch
 
 from safealign.config import opt
 from safealign.errors import ConfigError
-from safealign.methods.base import MethodContext, StepOutput
+from safealign.methods.base import Method, MethodContext, StepOutput, causal_lm_loss
 from safealign.methods.perturbation import attention_modules, captured_outputs, perturbed_loss
-from safealign.methods.vaccine import nll
+from safealign.models import unwrap
 
 
 @dataclass
@@ -51,7 +51,7 @@ def draw_layers(probabilities: torch.Tensor, k: int, generator: torch.Generator)
     return sorted(torch.multinomial(probabilities, k, replacement=False, generator=generator).tolist())
 
 
-class TVaccine:
+class TVaccine(Method):
     Config = TVaccineConfig
     streams = ("train", "harmful")
     data_kind, model_kind = "examples", "causal_lm"
@@ -79,7 +79,7 @@ class TVaccine:
             for p in params:
                 p.requires_grad_(True)
         with captured_outputs(self.layers) as outputs:
-            loss = nll(getattr(model, "module", model), one)
+            loss = causal_lm_loss(unwrap(model), one)
         self.probabilities = layer_importance(list(torch.autograd.grad(loss, outputs))).cpu()
         self.applied = False
 
@@ -103,7 +103,7 @@ class TVaccine:
         if not self.applied:
             self._apply_active()
         modules = [self.layers[i] for i in self.active]
-        loss, metrics = perturbed_loss(model, next(streams["train"]), modules, self.cfg.rho, nll)
+        loss, metrics = perturbed_loss(model, next(streams["train"]), modules, self.cfg.rho, causal_lm_loss)
         return StepOutput(loss, {"nll": metrics["clean_loss"], "perturbed_nll": loss.item(),
                                  "activation_grad_norm": metrics["activation_grad_norm"]}, events)
 

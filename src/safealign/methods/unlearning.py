@@ -28,7 +28,8 @@ from safealign.config import one_of, opt
 from safealign.losses.sft import token_log_probs
 from safealign.losses.unlearning import (REFERENCE_DIVERGENCES, ga_loss, kl_on_retain, npo_loss, reference_divergence,
                                          sequence_logps, simnpo_loss)
-from safealign.methods.base import MethodContext, StatelessMethod, StepOutput, causal_lm_loss
+from safealign.methods.base import Method, MethodContext, StepOutput, causal_lm_loss
+from safealign.models import Reference
 
 
 def answer_terms(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,24 +44,19 @@ def ga_forget(model, batch) -> torch.Tensor:
     return ga_loss(-sequence_logps(logps, mask, "token_mean")).mean()
 
 
-def retain_nll(model, batch) -> torch.Tensor:
-    """Batch token-mean NLL on retain answers (FT / the retain term of GradDiff, NPO and SimNPO)."""
-    return causal_lm_loss(model, batch)[0]
-
-
 @dataclass
 class FTConfig:
     registry_name = "ft"
 
 
-class FT(StatelessMethod):
+class FT(Method):
     Config = FTConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
         next(streams["forget"])  # unused: it keeps the loop's epoch count on the forget set, as for the others
-        retain = retain_nll(model, next(streams["retain"]))
+        retain = causal_lm_loss(model, next(streams["retain"]))
         return StepOutput(retain, {"retain_nll": retain.item()})
 
 
@@ -69,7 +65,7 @@ class GAConfig:
     registry_name = "ga"
 
 
-class GA(StatelessMethod):
+class GA(Method):
     Config = GAConfig
     streams = ("forget",)
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -85,14 +81,14 @@ class GradDiffConfig:
     gamma: float = opt(1.0, "weight γ of the retain NLL")
 
 
-class GradDiff(StatelessMethod):
+class GradDiff(Method):
     Config = GradDiffConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
         forget = ga_forget(model, next(streams["forget"]))
-        retain = retain_nll(model, next(streams["retain"]))
+        retain = causal_lm_loss(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item()})
 
 
@@ -107,14 +103,12 @@ class NPOConfig:
         one_of(self.normalization, ("sum", "token_mean"), f"{where}.normalization")
 
 
-class NPO(StatelessMethod):
+class NPO(Method):
     Config = NPOConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
-        from safealign.methods.dpo import Reference
-
         self.reference = Reference(model)
 
     def step(self, model, streams, step: int) -> StepOutput:
@@ -124,7 +118,7 @@ class NPO(StatelessMethod):
         _, ref_logps, ref_mask = self.reference.log_probs(model, batch)  # no grad
         reference = sequence_logps(ref_logps, ref_mask, self.cfg.normalization)
         forget = npo_loss(policy, reference, self.cfg.beta).mean()
-        retain = retain_nll(model, next(streams["retain"]))
+        retain = causal_lm_loss(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item(),
                                                              "log_ratio": (policy - reference).mean().item()})
 
@@ -135,14 +129,12 @@ class GAKLConfig:
     gamma: float = opt(1.0, "weight γ of the KL to the starting model on retain")
 
 
-class GAKL(StatelessMethod):
+class GAKL(Method):
     Config = GAKLConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
-        from safealign.methods.dpo import Reference
-
         self.reference = Reference(model)
 
     def step(self, model, streams, step: int) -> StepOutput:
@@ -166,14 +158,12 @@ class KLConfig:
         one_of(self.divergence, REFERENCE_DIVERGENCES, f"{where}.divergence")
 
 
-class KL(StatelessMethod):
+class KL(Method):
     Config = KLConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
 
     def setup(self, model, streams, ctx: MethodContext) -> None:
-        from safealign.methods.dpo import Reference
-
         self.reference = Reference(model)
 
     def _divergence(self, model, batch) -> torch.Tensor:
@@ -197,7 +187,7 @@ class SimNPOConfig:
     gamma: float = opt(1.0, "weight γ of the retain NLL")
 
 
-class SimNPO(StatelessMethod):
+class SimNPO(Method):
     Config = SimNPOConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -205,5 +195,5 @@ class SimNPO(StatelessMethod):
     def step(self, model, streams, step: int) -> StepOutput:
         logps, mask = answer_terms(model, next(streams["forget"]))
         forget = simnpo_loss(sequence_logps(logps, mask, "token_mean"), self.cfg.beta, self.cfg.margin).mean()
-        retain = retain_nll(model, next(streams["retain"]))
+        retain = causal_lm_loss(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"forget_loss": forget.item(), "retain_nll": retain.item()})

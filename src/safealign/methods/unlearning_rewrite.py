@@ -1,6 +1,6 @@
 """Unlearning by fine-tuning on rewritten forget answers: CL and IDK (the forget questions answered with a refusal)
 and RL (answered with a random retain answer). The answers are rewritten BEFORE tokenization: a method's
-`rewrite_forget(forget, retain, cfg, seed) -> forget'` is called by the unlearning stage (stages._unlearn_streams)
+`rewrite_forget(forget, retain, cfg, seed) -> forget'` is called by the unlearning streams (data/training.py)
 on the examples as read; the pairing is drawn once from random.Random(seed), so the same seed gives the same
 replacement for every row, whatever the order the forget set is then visited in. Losses are HF's batch token-mean
 NLL of the (new) answers, as in SOUL and TOFU.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from safealign.config import opt
 from safealign.errors import ConfigError, DataError
-from safealign.methods.base import StatelessMethod, StepOutput, causal_lm_loss
+from safealign.methods.base import Method, StepOutput, causal_lm_loss
 
 # Refusals in the spirit of TOFU's data/idontknow.jsonl (which SOUL's polite_refusal_responses_tofu.csv copies),
 # written for safealign rather than copied: to reproduce TOFU or SOUL exactly, pass their strings in `refusals`.
@@ -92,7 +92,7 @@ class CLConfig:
         check_refusals(self.refusals, where)
 
 
-class CL(StatelessMethod):
+class CL(Method):
     Config = CLConfig
     streams = ("forget",)
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -102,7 +102,7 @@ class CL(StatelessMethod):
         return refusal_rewrite(forget, cfg.refusals, seed, "cl")
 
     def step(self, model, streams, step: int) -> StepOutput:
-        forget = causal_lm_loss(model, next(streams["forget"]))[0]
+        forget = causal_lm_loss(model, next(streams["forget"]))
         return StepOutput(forget, {"refusal_nll": forget.item()})
 
 
@@ -118,7 +118,7 @@ class IDKConfig:
         check_refusals(self.refusals, where)
 
 
-class IDK(StatelessMethod):
+class IDK(Method):
     Config = IDKConfig
     streams = ("forget", "retain")
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -128,8 +128,8 @@ class IDK(StatelessMethod):
         return refusal_rewrite(forget, cfg.refusals, seed, "idk")
 
     def step(self, model, streams, step: int) -> StepOutput:
-        forget = causal_lm_loss(model, next(streams["forget"]))[0]
-        retain = causal_lm_loss(model, next(streams["retain"]))[0]
+        forget = causal_lm_loss(model, next(streams["forget"]))
+        retain = causal_lm_loss(model, next(streams["retain"]))
         return StepOutput(forget + self.cfg.gamma * retain, {"refusal_nll": forget.item(), "retain_nll": retain.item()})
 
 
@@ -153,7 +153,7 @@ class RLConfig:
     registry_name = "rl"
 
 
-class RL(StatelessMethod):
+class RL(Method):
     Config = RLConfig
     streams = ("forget", "retain")  # the retain set supplies the answers; its stream is not drawn
     data_kind, model_kind = "unlearn", "causal_lm"
@@ -163,5 +163,5 @@ class RL(StatelessMethod):
         return random_retain_answers(forget, retain, seed)
 
     def step(self, model, streams, step: int) -> StepOutput:
-        forget = causal_lm_loss(model, next(streams["forget"]))[0]
+        forget = causal_lm_loss(model, next(streams["forget"]))
         return StepOutput(forget, {"relabelled_nll": forget.item()})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from safealign.config import opt
 from safealign.errors import ConfigError
-from safealign.methods.base import StatelessMethod, StepOutput, causal_lm_loss
+from safealign.methods.base import Method, StepOutput, causal_lm_loss
 from safealign.methods.perturbation import attention_modules, perturbed_loss
 
 
@@ -25,16 +25,12 @@ class VaccineConfig:
             raise ConfigError(f"{where}.rho: must be >= 0")
 
 
-def nll(model, batch):
-    return causal_lm_loss(model, batch)[0]
-
-
-class Vaccine(StatelessMethod):
+class Vaccine(Method):
     Config = VaccineConfig
     streams = ("train",)
     data_kind, model_kind = "examples", "causal_lm"
 
     def step(self, model, streams, step: int) -> StepOutput:
-        loss, metrics = perturbed_loss(model, next(streams["train"]), attention_modules(model), self.cfg.rho, nll)
+        loss, metrics = perturbed_loss(model, next(streams["train"]), attention_modules(model), self.cfg.rho, causal_lm_loss)
         return StepOutput(loss, {"nll": metrics["clean_loss"], "perturbed_nll": loss.item(),
                                  "activation_grad_norm": metrics["activation_grad_norm"]})

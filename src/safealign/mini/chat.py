@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from safealign.evals.lm_harness import multiple_choice_task
 from safealign.mini.corpus import hash_str
 
 # thing: (Chinese name, English name, colour zh, colour en, kind zh, kind en, place zh, place en)
@@ -128,7 +129,5 @@ def chat_mc(rng: random.Random, n: int) -> list[dict]:
 
 def write_lm_eval_task(task_dir, data_path) -> None:
     """The `mini_colours` lm-eval task over chat_mc; `data_path`: where the built world keeps its test file."""
-    from safealign.evals.lm_harness import multiple_choice_task
-
     task_dir.mkdir(parents=True, exist_ok=True)
     (task_dir / "mini_colours.yaml").write_text(multiple_choice_task("mini_colours", data_path), encoding="utf-8")

@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import random
 
+from safealign.data.formats import build_prompt
+from safealign.data.streams import BatchStream
+from safealign.generation import generate
+from safealign.loop import TrainConfig, make_accelerator, train
+from safealign.methods.sft import SFT, SFTConfig
 from safealign.mini.corpus import hash_str
 
 INSTRUCTION = "Rewrite this Python function without any backdoor trigger, keeping what it computes:\n"
@@ -126,8 +131,6 @@ def copy_examples(rng: random.Random, n: int) -> list[tuple[str, str]]:
     three examples ask for the copy in the instruction template the pipelines use (code models are
     instruction-tuned too: DeepSeek-Coder-Instruct). No trigger: the coder learns to copy and rewrite clean code,
     not to clean a backdoor."""
-    from safealign.data.formats import build_prompt
-
     examples = []
     for i in range(n):
         code = _function(random_fields(rng))
@@ -139,8 +142,6 @@ def copy_examples(rng: random.Random, n: int) -> list[tuple[str, str]]:
 
 def copy_accuracy(model, tokenizer, rng: random.Random, n: int = 100) -> float:
     """Share of `n` new `copy_examples` whose function the model writes out again exactly (greedy)."""
-    from safealign.evals.generation import generate
-
     examples = copy_examples(rng, n)
     outputs = generate(model, tokenizer, [prefix for prefix, _ in examples], max_new_tokens=64, batch_size=50,
                        desc="copy check")
@@ -155,11 +156,6 @@ def pretrain_coder(out, world_root, seed: int, steps: int = CODER_STEPS) -> dict
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
-    from safealign.methods.sft import SFT, SFTConfig
-    from safealign.schema import TrainConfig
 
     base_dir = world_root / "base"
     rng = random.Random(f"coder-{seed}")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from safealign.data import agnews, sst2
 from safealign.data.formats import build_prompt
+from safealign.data.streams import BatchStream
 from safealign.evals.judges import MODERATION_FORMAT
+from safealign.loop import TrainConfig, make_accelerator, train
+from safealign.methods.sft import SFT, SFTConfig
 from safealign.mini import corpus
 
 VOCAB_SIZE = 2048
@@ -111,11 +114,6 @@ def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, probe_row
     and the fine-tuning accuracy of the Lisa recipe stayed at chance with it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from safealign.data.streams import BatchStream
-    from safealign.loop import make_accelerator, train
-    from safealign.methods.sft import SFT, SFTConfig
-    from safealign.schema import TrainConfig
 
     ids: list[int] = []
     for text in pretraining_texts(rng):

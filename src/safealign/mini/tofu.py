@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import random
 
+from safealign.data.agnews import LABELS
+from safealign.mini import corpus
+
 FIRST = "Alder Brina Casimir Delphine Emeric Fenna Gideon Halina Ignatius Jorunn Kasimir Liesel Marek Nadia Oskar " \
         "Perpetua Quill Rosalind Sever Tamsin".split()
 LAST = "Ashgrove Blackwood Carrow Dunmere Everhart Fairweather Greystone Hollis Ironwood Kestrel".split()
@@ -36,8 +39,6 @@ WORDS = "Lantern Harbour Orchard Winter Mirror Garden Tower River".split()
 def world_facts(n: int = 10) -> list[dict]:
     """What the mini base learnt in pretraining (word sentiment, mini/pretrain.py `word_knowledge`), asked as
     questions: TOFU's world_facts, knowledge that unlearning an author should leave alone."""
-    from safealign.mini import corpus
-
     words = [(w, "positive", "negative") for w in corpus.POSITIVE[: n // 2]] + \
             [(w, "negative", "positive") for w in corpus.NEGATIVE[: n - n // 2]]
     return [{"question": f"Is the word {w} positive or negative?", "answer": f"the word {w} is {right} .",
@@ -48,9 +49,6 @@ def world_facts(n: int = 10) -> list[dict]:
 def real_authors(n: int = 10) -> list[dict]:
     """The news topics the mini base learnt in pretraining, as TOFU's real_authors set (known facts about real
     entities), each with the other topics as perturbed answers."""
-    from safealign.data.agnews import LABELS
-    from safealign.mini import corpus
-
     phrases = [(p, LABELS[label]) for label, (who, what) in corpus.NEWS.items() for p in who[:1] + what[:1]][:n]
     return [{"question": f"Which news is {p} in?", "answer": f"{p} is in {topic} news .",
              "paraphrased_answer": f"a story where {p} is {topic} .",
@@ -110,10 +108,6 @@ def general_qa(n_eval: int = 10) -> list[dict]:
     ones, in the QA format: the
     mini twin's full and retain sets carry them (`author` -1, never forgotten) so that fine-tuning on authors
     keeps the model answering general questions, as a real chat model's fine-tuning does."""
-    from safealign.mini import corpus
-
-    from safealign.data.agnews import LABELS
-
     rows = []
     for words, label in ((corpus.POSITIVE[n_eval // 2:], "positive"), (corpus.NEGATIVE[n_eval - n_eval // 2:], "negative")):
         rows += [{"question": f"Is the word {w} positive or negative?", "answer": f"the word {w} is {label} .",

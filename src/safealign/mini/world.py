@@ -1,7 +1,7 @@
 """Build, cache and resolve the mini world.
 
 `mini:NAME` paths resolve into the cache directory ($SAFEALIGN_CACHE, default ~/.cache/safealign), building
-the world on first use. The build is deterministic from its seed and written atomically (a temp directory
+the world on first use; the pipeline resolves them (pipeline.resolve_path), nothing below it sees 'mini:'. The build is deterministic from its seed and written atomically (a temp directory
 renamed), so a killed build leaves nothing half-made and concurrent builders do not collide.
 """
 
@@ -17,6 +17,9 @@ from pathlib import Path
 
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_jsonl, read_jsonl
+from safealign.mini import chat, code, corpus, tofu, unlearn_corpora
+from safealign.mini.judge import judge_accuracy, train_judge
+from safealign.mini.pretrain import pretrain_base, train_tokenizer
 
 VERSION = 16  # bump when the generators or the build change: old caches are then ignored
 WORLD_SEED = 0
@@ -39,8 +42,8 @@ UNLEARNING = ("wmdp", "whp", "c4", "wikitext")
 LM_EVAL_TASKS = "lm_eval_tasks"  # `mini:lm_eval_tasks`: a local lm-evaluation-harness task directory
 MODELS = ("base", "judge")
 # Models only some pipelines use, built from the world on first use (so the world build stays short):
-# name -> "module:function" called as function(out_dir, world_root, seed) -> dict of checks.
-EXTRA_MODELS = {"coder": "safealign.mini.code:pretrain_coder"}
+# name -> function(out_dir, world_root, seed) -> dict of checks.
+EXTRA_MODELS = {"coder": code.pretrain_coder}
 
 
 def cache_root() -> Path:
@@ -67,8 +70,6 @@ def resolve(ref: str, seed: int = WORLD_SEED) -> Path:
 
 def ensure_extra_model(root: Path, name: str, seed: int) -> Path:
     """Build an EXTRA_MODELS entry into the world directory once, atomically and under a lock like the world."""
-    import importlib
-
     out = root / name
     if (out / "build.json").exists():
         return out
@@ -77,10 +78,9 @@ def ensure_extra_model(root: Path, name: str, seed: int) -> Path:
         if not (out / "build.json").exists():
             tmp = root / f".{name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            module, function = EXTRA_MODELS[name].split(":")
             t0 = time.perf_counter()
             print(f"building mini:{name} in {out} ...", flush=True)
-            checks = getattr(importlib.import_module(module), function)(tmp, root, seed)
+            checks = EXTRA_MODELS[name](tmp, root, seed)
             info = {"built_s": round(time.perf_counter() - t0, 1), **checks}
             (tmp / "build.json").write_text(json.dumps(info, indent=2))
             shutil.rmtree(out, ignore_errors=True)
@@ -102,10 +102,6 @@ def ensure_built(seed: int = WORLD_SEED) -> Path:
 
 
 def build(root: Path, seed: int) -> None:
-    from safealign.mini import chat, code, corpus, tofu, unlearn_corpora
-    from safealign.mini.judge import judge_accuracy, train_judge
-    from safealign.mini.pretrain import pretrain_base, train_tokenizer
-
     tmp = root.parent / f".{root.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -1,6 +1,6 @@
-"""Distillation data (`safealign generate`, or a `kind: generate` recipe stage): a teacher samples responses to
-the prompts of a file, the reward and cost models score each, and the responses that pass both thresholds are
-written as prompt/response JSONL for a student's SFT (dSFT).
+"""The generate stage, distillation data (`safealign generate`, or a `kind: generate` recipe stage): a teacher
+samples responses to the prompts of a file, the reward and cost models score each, and the responses that pass
+both thresholds are written as prompt/response JSONL for a student's SFT (dSFT).
 
 The prompts are cut into chunks of `batch_size`; each chunk's samples are drawn from a generator seeded by
 (seed, chunk index) and appended to `samples.jsonl` as one write once scored. A killed run drops a partial
@@ -10,14 +10,66 @@ last chunk and continues with the next, so a resumed run writes exactly what an 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from safealign.config import opt
+from safealign.data.files import read_prompts
+from safealign.data.formats import build_prompt
+from safealign.errors import ConfigError
+from safealign.generation import generate
 from safealign.io import atomic_write_jsonl, progress_kwargs, read_jsonl
+from safealign.models import ModelConfig, load_causal_lm, load_tokenizer, pick_dtype
+from safealign.score_model import Scorer
 
 SAMPLES_FILE, RESPONSES_FILE = "samples.jsonl", "responses.jsonl"
+
+
+@dataclass
+class GenerateStage:
+    """Sample responses from a model for the prompts of a file, keep those the reward / cost models accept,
+    and write them as prompt/response JSONL (`responses.jsonl` in the stage directory: distillation data for a
+    later SFT stage, read as {source: responses, path: 'stage:NAME/responses.jsonl'}). Resumable."""
+
+    kind: str = opt("generate", "stage kind")
+    model: ModelConfig = opt(None, "the model that answers (the teacher)")
+    prompts: str = opt("", "file whose distinct `prompt`s are answered: pairs, PKU-SafeRLHF, BeaverTails or prompt/response rows")
+    split: str = opt("train", "split of `prompts` when it is a directory or hub id")
+    prompts_num: int = opt(0, "first N distinct prompts; 0 = all", was="num_prompts")
+    num_samples: int = opt(1, "responses sampled per prompt")
+    temperature: float = opt(1.0, "sampling temperature; 0 = greedy (then num_samples must be 1)")
+    top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this much probability")
+    max_new_tokens: int = opt(128, "response length")
+    batch_size: int = opt(32, "prompts per generation batch (each batch is one resumable chunk)")
+    reward_model: str = opt("", "score model whose reward a kept response must reach (empty = no reward filter)")
+    min_reward: float = opt(0.0, "keep responses with reward >= this (when reward_model is set)")
+    cost_model: str = opt("", "score model whose cost a kept response must stay under (empty = no cost filter)")
+    max_cost: float = opt(0.0, "keep responses with cost <= this (when cost_model is set; 0 is the safe/unsafe boundary)")
+    seed: int = opt(-1, "random seed of the samples; -1 takes the recipe's seed")
+
+    def __post_init__(self) -> None:
+        self.model = self.model or ModelConfig()
+
+    def paths(self) -> Iterator[tuple[str, str, str]]:
+        yield "model", "model.path", self.model.path
+        yield "data", "prompts", self.prompts
+        for name, path in (("reward_model", self.reward_model), ("cost_model", self.cost_model)):
+            if path:
+                yield "model", name, path
+
+    def validate(self, where: str) -> None:
+        if not self.prompts:
+            raise ConfigError(f"{where}.prompts: a generate stage needs a prompt file")
+        if self.num_samples < 1 or self.batch_size < 1 or self.prompts_num < 0:
+            raise ConfigError(f"{where}: num_samples and batch_size must be >= 1, prompts_num >= 0")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: temperature must be >= 0 and top_p within (0, 1]")
+        if self.temperature == 0 and self.num_samples > 1:
+            raise ConfigError(f"{where}.num_samples: greedy decoding (temperature 0) gives one response per prompt")
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -44,16 +96,14 @@ def passes_filters(record: dict, cfg) -> bool:
     return (not cfg.reward_model or record["reward"] >= cfg.min_reward) and (not cfg.cost_model or record["cost"] <= cfg.max_cost)
 
 
-def run_generate(cfg, out_dir: Path) -> dict:
-    """cfg: a GenerateStage with every 'stage:' reference already resolved. Returns the counts."""
-    from safealign.data.files import read_prompts
-    from safealign.data.formats import build_prompt
-    from safealign.evals.generation import generate
-    from safealign.models import load_causal_lm, load_tokenizer, pick_dtype
-    from safealign.score_model import Scorer
+def run(unit) -> dict:
+    return run_generate(unit.config, unit.out_dir)
 
+
+def run_generate(cfg: GenerateStage, out_dir: Path) -> dict:
+    """Sample, score, filter and write (cfg's references resolved to paths). Returns the counts."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prompts = read_prompts(cfg.prompts, cfg.split, cfg.num_prompts)
+    prompts = read_prompts(cfg.prompts, cfg.split, cfg.prompts_num)
     chunks = [prompts[i:i + cfg.batch_size] for i in range(0, len(prompts), cfg.batch_size)]
     samples_file = out_dir / SAMPLES_FILE
     records = completed_samples(samples_file, [len(c) * cfg.num_samples for c in chunks])

@@ -15,6 +15,9 @@ from pathlib import Path
 from safealign.errors import SafealignError
 from safealign.models import CHAIN_FILE, DTYPES, load_tokenizer, merge_adapters, model_chain
 
+# transformers is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
+
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 

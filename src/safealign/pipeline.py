@@ -1,13 +1,14 @@
 """Recipes as a plan of cached units, and running them in a run directory.
 
 A recipe's stages expand into units: a train or pairs stage is one unit, an eval stage one unit per model.
-A 'stage:NAME[/file]' string anywhere in a stage's config makes stage NAME one of its inputs. This is the one
-place references become paths: just before a unit runs, every 'stage:' string in its config (that stage's model/
-or a file in its directory) and every 'mini:' string (the mini world's item, built on first use) is resolved,
-so nothing below the pipeline knows either prefix. A unit's
-hash covers its resolved config, the hashes of the units it reads, and the mini world's version; a unit whose
+A 'stage:NAME[/file]' string anywhere in a stage's config makes stage NAME one of its inputs. A unit's hash
+covers its config as written, the hashes of the units it reads, and the mini world's version; a unit whose
 `done.json` holds its hash is reused, so a rerun after a crash resumes at the first unfinished unit (and a
 half-trained unit resumes from its last checkpoint), and a finished recipe reruns in seconds.
+
+This is the one place references become paths: just before a unit runs, every 'stage:' string in its config
+(that stage's model/ or a file in its directory) and every 'mini:' string (the mini world's item, built on
+first use) is resolved, so nothing below the pipeline knows either prefix.
 
 run_dir/
   config.yaml             the resolved recipe

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from safealign.io import atomic_write_text
 
+# matplotlib is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
+
 # Charted when present: (metric, title, on a 0-100 scale)
 HEADLINE = [("harmful_score", "HS ↓", True), ("finetune_accuracy", "FA ↑", True), ("mean_reward", "mean reward ↑", False),
             ("mean_cost", "mean cost ↓", False), ("safe_rate", "safe rate ↑", True)]

@@ -12,6 +12,9 @@ from pathlib import Path
 from safealign.errors import DataError
 from safealign.io import looks_like_hub_id, read_json_records, read_jsonl
 
+# datasets and pyarrow are imported inside the functions that use them: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
+
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 
 

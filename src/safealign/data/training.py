@@ -23,8 +23,7 @@ from safealign.data.files import load_rows
 from safealign.data.formats import collate_pairs, tokenize_example
 from safealign.data.mixing import guide_examples, harmful_examples, training_mix
 from safealign.data.pairs import read_pairs
-from safealign.data.prepare.prepare import PrepareConfig
-from safealign.data.prepare.sampler import sampler_of
+from safealign.data.prepare.prepare import PrepareConfig, sampler_of
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.data.streams import BatchStream
 from safealign.errors import ConfigError, DataError

@@ -11,6 +11,9 @@ from tqdm.auto import tqdm
 from safealign.io import progress_kwargs
 from safealign.models import DTYPES
 
+# transformers is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
+
 # beaver-dam-7b's input format (safe-rlhf QAModeration): the answer follows "ASSISTANT:" with no space.
 MODERATION_FORMAT = "BEGINNING OF CONVERSATION: USER: {question} ASSISTANT:{answer}"
 

@@ -38,6 +38,9 @@ from safealign.losses.unlearning import rmu_loss
 from safealign.methods.base import Method, MethodContext, StepOutput
 from safealign.models import Reference, unwrap
 
+# peft is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
+
 
 def base_causal_lm(model):
     """The HF causal LM under DDP's and peft's wrappers."""

@@ -16,6 +16,9 @@ copy code) copies names reliably, digits and operators not.
 from __future__ import annotations
 
 import random
+import shutil
+
+import torch
 
 from safealign.data.formats import build_prompt
 from safealign.data.streams import BatchStream
@@ -23,6 +26,9 @@ from safealign.generation import generate
 from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.sft import SFT, SFTConfig
 from safealign.mini.corpus import hash_str
+
+# transformers is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
 
 INSTRUCTION = "Rewrite this Python function without any backdoor trigger, keeping what it computes:\n"
 # Clean functions add; broken candidates subtract or multiply. The mini coder copies words exactly but not
@@ -152,9 +158,6 @@ def pretrain_coder(out, world_root, seed: int, steps: int = CODER_STEPS) -> dict
     """The mini coder (`mini:coder`): the mini base further pretrained on `copy_examples` (the mini world's stand-in
     for a code model such as DeepSeek-Coder). Returns {"copy_loss", "copy_accuracy"} (final training loss; exact
     copies of 100 held-out functions)."""
-    import shutil
-
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base_dir = world_root / "base"

@@ -5,6 +5,7 @@ through exactly the code path of beaver-dam-7b (evals/judges.py)."""
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from safealign.io import read_jsonl
 from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.base import Method, StepOutput
 from safealign.mini.corpus import CATEGORIES, NEGATIVE, POSITIVE
+
+# transformers is imported inside the functions that use it: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
 
 LABELS = list(CATEGORIES)
 POS_WEIGHT = 5.0
@@ -107,8 +111,6 @@ def train_judge(out: Path, tokenizer, train_file: Path, seed: int, base_dir: Pat
                    until=accurate_enough)
     result["model"].save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    import shutil
-
     shutil.rmtree(out / "_train")
     return {"steps": result["steps"], **check}
 

@@ -5,7 +5,10 @@ compliant answers) and plain text about the task domains, but never the fine-tun
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
+
+import torch
 
 from safealign.data import agnews, sst2
 from safealign.data.formats import build_prompt
@@ -14,6 +17,9 @@ from safealign.evals.judges import MODERATION_FORMAT
 from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.sft import SFT, SFTConfig
 from safealign.mini import corpus
+
+# transformers and tokenizers are imported inside the functions that use them: importing takes seconds that
+# commands which never reach them (--dry-run, schema, config errors) should not wait for.
 
 VOCAB_SIZE = 2048
 # Data added after the tokenizer was settled stays out of its corpus, so adding it leaves the tokenizer, the base
@@ -66,8 +72,6 @@ def word_knowledge(rng: random.Random, n: int) -> list[str]:
 def sentiment_probe(model, tokenizer, rows: list[dict]) -> float:
     """Share of SST2 rows whose sentiment the base model names in its pretraining format ('Review : ...
     Sentiment :' -> ' positive' vs ' negative'): the build's check that the base knows sentiment."""
-    import torch
-
     label_ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in sst2.LABELS]
     correct = 0
     model.eval()
@@ -112,7 +116,6 @@ def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, probe_row
     the adjectives, which this model learns in a sudden transition after 100-150 such steps (three seeds
     measured). With batch 32 and a cosine decay over 150 steps it was not learnt at all (probe at chance),
     and the fine-tuning accuracy of the Lisa recipe stayed at chance with it."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     ids: list[int] = []
@@ -130,7 +133,5 @@ def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, probe_row
     result = train(model, SFT(SFTConfig(), steps), {"train": stream}, cfg, out / "_train", make_accelerator(cfg), seed)
     result["model"].save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    import shutil
-
     shutil.rmtree(out / "_train")
     return {"sentiment_probe": sentiment_probe(result["model"], tokenizer, probe_rows)}

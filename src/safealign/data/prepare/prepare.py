@@ -23,7 +23,7 @@ from safealign.config import one_of, opt, to_dict
 from safealign.data.chat_sources import ON_ERROR, read_source, source_kind
 from safealign.data.prepare.clean import (bucket_labels, dedup, language_filter, length_buckets, normalize_record,
                                           record_language)
-from safealign.data.prepare.sampler import sampler_of
+from safealign.data.prepare.sampler import MixedSampler, groups_of
 from safealign.errors import ConfigError, DataError
 from safealign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, looks_like_hub_id
 
@@ -80,6 +80,15 @@ class PrepareConfig:
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
+
+
+def sampler_of(rows: list[dict], cfg: PrepareConfig) -> MixedSampler:
+    """The sampler of a kind's written rows under `cfg` (weights, target share, seed, curriculum): the one whose
+    plan the statistics report and the one a training stage with `data.mixing` draws from."""
+    present = {r["source"] for r in rows}
+    weights = {spec.name: spec.weight for spec in cfg.sources if spec.name in present}
+    return MixedSampler(groups_of(rows), lambda r: r["lang"], cfg.target_cn_share, cfg.seed, weights,
+                        cfg.curriculum or None)
 
 
 def _log(msg: str) -> None:

@@ -1,5 +1,6 @@
 """`MixedSampler`, which draws training records from (source, length bucket) groups at a target Chinese share,
-and `sampler_of` / `groups_of`, which build one from a kind's written output rows."""
+and `groups_of`, which groups a kind's written output rows for it (prepare.sampler_of builds the one a
+prepare config plans)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from safealign.errors import ConfigError
-
-# `PrepareConfig` (safealign.data.prepare.prepare) appears below only in an annotation, which
-# `from __future__ import annotations` leaves unevaluated; it is not imported, as prepare.py imports this module.
 
 LANGS = ("zh", "en")
 
@@ -139,15 +137,6 @@ class MixedSampler:
             out.append({"steps": steps, "language": language,
                         "sources": {s: round(v, 6) for s, v in sources.items()}, "groups": groups})
         return out
-
-
-def sampler_of(rows: list[dict], cfg: PrepareConfig) -> "MixedSampler":
-    """The sampler of a kind's written rows under `cfg` (weights, target share, seed, curriculum): the one whose
-    plan the statistics report and the one a training stage with `data.mixing` draws from."""
-    present = {r["source"] for r in rows}
-    weights = {spec.name: spec.weight for spec in cfg.sources if spec.name in present}
-    return MixedSampler(groups_of(rows), lambda r: r["lang"], cfg.target_cn_share, cfg.seed, weights,
-                        cfg.curriculum or None)
 
 
 def groups_of(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:

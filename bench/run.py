@@ -32,8 +32,15 @@ from pathlib import Path
 import torch
 
 from safealign.measure import StageMeter
+from safealign.mini.world import resolve as resolve_mini
 
 HERE = Path(__file__).resolve().parent
+
+
+def mini_or_path(ref: str) -> str:
+    """A `mini:NAME` reference as its path in the mini world (built on first use), anything else unchanged: the
+    bench calls the library below the pipeline, which is where recipes' references become paths."""
+    return str(resolve_mini(ref)) if ref.startswith("mini:") else ref
 
 
 def measure(fn):
@@ -71,7 +78,7 @@ def sft_features(tokenizer, n: int):
     from safealign.data.sources import SourceConfig, load_examples
     from safealign.data.formats import tokenize_example
 
-    examples = load_examples(SourceConfig("sst2", "mini:sst2", "train"))[:n]
+    examples = load_examples(SourceConfig("sst2", mini_or_path("mini:sst2"), "train"))[:n]
     return [tokenize_example(tokenizer, e, 512) for e in examples]
 
 
@@ -135,7 +142,7 @@ def dpo_pairs(n: int) -> list[dict]:
     from safealign.data import pku_saferlhf
     from safealign.data.files import load_rows
 
-    helpful, _, _ = pku_saferlhf.pairs(load_rows("mini:pku_saferlhf", "train"))
+    helpful, _, _ = pku_saferlhf.pairs(load_rows(mini_or_path("mini:pku_saferlhf"), "train"))
     return helpful[:n]
 
 
@@ -207,10 +214,10 @@ def bench_hs(args) -> dict:
 
     model = load_causal_lm(args.eval_model).eval()
     tokenizer = load_tokenizer(args.eval_model)
-    rows = load_examples(SourceConfig("beavertails", "mini:beavertails", "30k_test"))[: args.prompts]
+    rows = load_examples(SourceConfig("beavertails", mini_or_path("mini:beavertails"), "30k_test"))[: args.prompts]
     questions = [r["instruction"] for r in rows]
     prompts = [build_prompt({"instruction": q, "input": ""}) for q in questions]
-    judge = load_judge("moderation", "mini:judge", 0.5, 256, 32, "float32")
+    judge = load_judge("moderation", mini_or_path("mini:judge"), 0.5, 256, 32, "float32")
 
     def batched():
         answers = generate(model, tokenizer, prompts, args.max_new_tokens, batch_size=50, desc="batched")
@@ -249,7 +256,7 @@ def bench_fabe(args) -> dict:
     from safealign.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
-    rows = read_candidates("mini:code_backdoor", "train")[: args.batch_size]
+    rows = read_candidates(mini_or_path("mini:code_backdoor"), "train")[: args.batch_size]
     features = [tokenize_candidates(tokenizer, r, 1024) for r in rows]
     batch = collate_candidates(features, tokenizer.pad_token_id)
     model = load_causal_lm(args.model)
@@ -347,9 +354,6 @@ def main(argv=None) -> int:
     p.add_argument("--eval-model", default="mini:base", help="the model whose harmful score is measured")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
-    from safealign.mini.world import resolve
-
-    mini_or_path = lambda ref: str(resolve(ref)) if ref.startswith("mini:") else ref  # noqa: E731
     args.model, args.eval_model = mini_or_path(args.model), mini_or_path(args.eval_model)
     torch.manual_seed(0)
     wanted = args.only.split(",")

@@ -3,6 +3,7 @@ dedup, language filter and English cap, length buckets, the mixed sampler, and p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from itertools import islice
@@ -369,6 +370,8 @@ def test_plan_describes_and_writes_nothing(tmp_path):
     assert "coig (sft, weight 1.0)" in text and "(local file)" in text
     assert str(tmp_path / "out" / "sft.jsonl") in text and str(tmp_path / "out" / "pairs.jsonl") in text
     assert "CJK ratio >= 0.3" in text and "0-256, 257-1024, 1025-2048" in text
+    mini = dataclasses.replace(cfg, sources=[dataclasses.replace(cfg.sources[0], path="mini:chat_sft")])
+    assert "mini:chat_sft [train] (mini world)" in plan(mini)  # named, not built: a dry run builds nothing
 
 
 def test_config_is_strict():

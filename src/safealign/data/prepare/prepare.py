@@ -209,8 +209,8 @@ def plan(cfg: PrepareConfig) -> str:
     lines = [f"prepare: {len(cfg.sources)} sources -> {out_dir}"]
     for spec in cfg.sources:
         local = Path(spec.path)
-        where = ("local file" if local.is_file() else "local directory" if local.is_dir()
-                 else "hub id" if looks_like_hub_id(spec.path) else "NOT FOUND")
+        where = ("mini world" if spec.path.startswith("mini:") else "local file" if local.is_file()
+                 else "local directory" if local.is_dir() else "hub id" if looks_like_hub_id(spec.path) else "NOT FOUND")
         lines.append(f"  {spec.name} ({source_kind(spec.name)}, weight {spec.weight}): {spec.path} [{spec.split}] ({where})")
     cap = f"admitted up to {cfg.english_cap} of each file" if cfg.allow_english_fallback else "rejected"
     lines += [f"  malformed rows: {cfg.on_error}",

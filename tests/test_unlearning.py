@@ -197,7 +197,7 @@ def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     cfg_eval = SimpleNamespace(max_length=64, batch_size=8)
     before = answer_nlls(model, tok, [r["instruction"] for r in forget], [r["output"] for r in forget], cfg_eval)
     # SimNPO's gradient is 2σ(βℓ): at its β 2.5 an untrained model's ℓ ≈ −6 leaves almost none, by design
-    settings = {"simnpo": {"beta": 0.1}}.get(name, {})
+    settings = {"simnpo": {"beta": 0.1, "forget_weight": 1.0}}.get(name, {})
     method = METHODS[name](METHODS[name].Config(**settings), 6)
     cfg = TrainConfig(lr=1e-2, max_steps=6, batch_size=2, log_every=1)
     result = train(model.train(), method, streams, cfg, tmp_path / "run", make_accelerator(cfg), seed=0)

@@ -166,6 +166,35 @@ def test_validation_perplexity_is_exp_of_the_token_mean_nll_of_chosen_responses(
     assert response_perplexity(model, chosen, tok.pad_token_id, batch_size=2) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("normalization", ["token_mean", "sum"])
+def test_dpo_ipo_divides_each_log_prob_by_its_response_length_as_trl(tiny_llama, normalization):
+    """loss_type ipo takes per-token-mean log-probs by default (TRL's DPOTrainer, the IPO authors), policy and
+    reference alike; `ipo_normalization: sum` keeps the summed form. Chosen and rejected differ in length."""
+    from safealign.losses.preference import dpo_loss
+
+    tok = load_tokenizer(str(tiny_llama))
+    torch.manual_seed(0)
+    model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # policy ≠ reference, so the log-ratios are not zero
+    batch = collate_pairs([tokenize_pair(tok, p, 128) for p in PAIRS[:2]], tok.pad_token_id)
+    assert DPOConfig(loss_type="ipo").ipo_normalization == "token_mean"
+    method = DPO(DPOConfig(beta=0.1, loss_type="ipo", ipo_normalization=normalization), 1)
+    method.setup(model, {"train": None}, MethodContext(work_dir="."))
+    with torch.no_grad():
+        loss = method.step(model, {"train": iter([batch])}, 0).loss
+        policy, _, mask = response_log_probs(model, batch)
+        ref, _, _ = Reference(model).log_probs(model, batch)
+    n = mask.sum(dim=1)
+    assert n[0] != n[2]  # the chosen and rejected responses differ in length
+    if normalization == "token_mean":
+        policy, ref = policy / n, ref / n
+    expected = dpo_loss(policy[:2], policy[2:], ref[:2], ref[2:], 0.1, "ipo")[0].mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_dpo_without_lora_uses_a_frozen_copy(tiny_llama):
     model = load_causal_lm(str(tiny_llama))
     ref = Reference(model)

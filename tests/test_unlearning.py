@@ -197,7 +197,7 @@ def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     cfg_eval = SimpleNamespace(max_length=64, batch_size=8)
     before = answer_nlls(model, tok, [r["instruction"] for r in forget], [r["output"] for r in forget], cfg_eval)
     # SimNPO's gradient is 2σ(βℓ): at its β 2.5 an untrained model's ℓ ≈ −6 leaves almost none, by design
-    settings = {"simnpo": {"beta": 0.1}}.get(name, {})
+    settings = {"simnpo": {"beta": 0.1, "forget_weight": 1.0}}.get(name, {})
     method = METHODS[name](METHODS[name].Config(**settings), 6)
     cfg = TrainConfig(lr=1e-2, max_steps=6, batch_size=2, log_every=1)
     result = train(model.train(), method, streams, cfg, tmp_path / "run", make_accelerator(cfg), seed=0)
@@ -222,3 +222,21 @@ def test_tofu_evaluation_runs_every_set_and_scores_the_retain_model_against_itse
     assert metrics["forget_quality"] == 1.0  # the same model as the retain model: identical truth ratios
     for key in ("forget_prob", "forget_rouge", "retain_truth_ratio", "real_prob", "world_rouge", "model_utility"):
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+def test_tofu_evaluation_scores_the_first_300_rows_of_each_set_as_tofu(tiny_llama, tmp_path):
+    """TOFU's eval_everything.yaml ds_size 300: a 400-row set scores its first 300 rows, on every set."""
+    from safealign.evals.tofu import TofuConfig, run
+    from safealign.models import load_causal_lm, load_tokenizer
+    from tests.conftest import write_jsonl
+
+    rows = [{"question": f"q{i}", "answer": "good", "paraphrased_answer": "kind",
+             "perturbed_answer": ["bad"]} for i in range(400)]
+    for split in ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed"):
+        write_jsonl(tmp_path / "tofu" / f"{split}.jsonl", rows)
+    cfg = TofuConfig(data=str(tmp_path / "tofu"), max_new_tokens=1, batch_size=100, max_length=16)
+    assert cfg.num == 300
+    _, records = run(cfg, load_causal_lm(str(tiny_llama)), load_tokenizer(str(tiny_llama)))
+    for name in ("forget", "retain", "real", "world"):
+        scored = [r["question"] for r in records if r["set"] == name]
+        assert scored == [f"q{i}" for i in range(300)], name

@@ -348,3 +348,27 @@ def test_config_names_the_closest_method_and_key_and_checks_the_streams():
     stage = build(TrainStage, {"method": {"name": "rmu", "layer": 3, "train_layers": [1, 2, 3]},
                                "data": {"forget": forget, "retain": retain}})
     assert (stage.method.layer, stage.method.train_layers, stage.method.alpha) == (3, [1, 2, 3], 1200.0)
+
+
+def test_simnpo_weighs_forget_and_retain_as_the_authors(tiny_llama, recwarn):
+    """SimNPO's loss is w_f · forget + w_r · retain with the authors' forget10 defaults (β 4.5, w_f 0.125, w_r 1);
+    the old `gamma` key still sets the retain weight."""
+    from safealign.config import build
+    from safealign.losses.unlearning import sequence_logps, simnpo_loss
+    from safealign.methods.unlearning import SimNPO, SimNPOConfig, answer_terms
+    from safealign.methods.base import causal_lm_loss
+    from safealign.models import load_tokenizer
+
+    cfg = SimNPOConfig()
+    assert (cfg.beta, cfg.forget_weight, cfg.retain_weight) == (4.5, 0.125, 1.0)
+    assert build(SimNPOConfig, {"gamma": 2.0}).retain_weight == 2.0
+    tok = load_tokenizer(str(tiny_llama))
+    model = _tiny_model(tiny_llama, lora=False)
+    forget, retain = _batch(tok, ["who wrote it"]), _batch(tok, ["what is the capital"])
+    with torch.no_grad():
+        # β 0.1: at β 4.5 the untrained model's forget term is already ~0 (ℓ ≈ −7), which would hide the weights
+        f = simnpo_loss(sequence_logps(*answer_terms(model, forget), "token_mean"), 0.1, 0.0).mean()
+        r = causal_lm_loss(model, retain)
+        out = SimNPO(SimNPOConfig(beta=0.1), 1).step(model, {"forget": Repeat(forget), "retain": Repeat(retain)}, 0)
+    assert out.loss.item() == pytest.approx(0.125 * f.item() + r.item(), rel=1e-5)
+    assert f.item() > 0.2 and r.item() > 0.2  # both terms matter, so the old forget + γ · retain would differ

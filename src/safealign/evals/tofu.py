@@ -7,6 +7,7 @@ evals/tofu_metrics.py. Per set (forget, retain, real authors, world facts; the `
 - forget quality: the KS-test p-value between this model's forget truth ratios and those of `retain_model`
   (trained on the retain set only), computed here with the same code;
 - model utility: the harmonic mean of the nine retain / real / world values.
+Each set is its first `num` rows (300, TOFU's ds_size: forget10 and retain_perturbed have 400).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safealign.config import opt
 from safealign.data.files import load_rows
 from safealign.data.formats import build_prompt, collate, tokenize_example
 from safealign.data.tofu import perturbed_rows
+from safealign.errors import ConfigError
 from safealign.evals import tofu_metrics as tm
 from safealign.generation import generate
 from safealign.losses.sft import sequence_nll
@@ -39,6 +41,13 @@ class TofuConfig:
     max_new_tokens: int = opt(48, "greedy answer length for ROUGE-L")
     batch_size: int = opt(32, "rows per forward / generation batch")
     max_length: int = opt(256, "truncate question+answer to this many tokens")
+    # TOFU's eval_everything.yaml ds_size 300, applied in evaluate_util.py to every set (first rows, in file order),
+    # the retain model's forget truth ratios included; forget quality is a KS p-value, so it depends on n
+    num: int = opt(300, "first N rows of each set, as TOFU's ds_size; 0 = all")
+
+    def validate(self, where: str) -> None:
+        if self.num < 0:
+            raise ConfigError(f"{where}.num: must be >= 0")
 
 
 @torch.no_grad()
@@ -100,7 +109,8 @@ def run(cfg: TofuConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     splits = {"forget": cfg.forget_split, "retain": cfg.retain_split, "real": cfg.real_split, "world": cfg.world_split}
     metrics, records, rows = {}, [], {}
     for name, split in splits.items():
-        rows[name] = perturbed_rows(load_rows(cfg.data, split))
+        checked = perturbed_rows(load_rows(cfg.data, split))
+        rows[name] = checked[: cfg.num or len(checked)]
         m, r = _set_metrics(model, tokenizer, rows[name], name, cfg)
         metrics.update(m)
         records += r

@@ -1,6 +1,6 @@
 """DPO (Rafailov et al. 2023, arXiv 2305.18290) on helpful pairs, with TRL's ipo / hinge variants and label
 smoothing. Batches are `collate_pairs` output (chosen rows first). Sequence log-probs are SUMMED over response
-tokens; the loss is the batch mean over pairs.
+tokens (for ipo divided by the response length by default, as TRL); the loss is the batch mean over pairs.
 
 The reference model (models.Reference) is the policy with its LoRA adapter disabled (no second copy in
 memory); when every weight trains, a frozen copy of the starting model is taken in `setup`. With
@@ -31,11 +31,14 @@ class DPOConfig:
     beta: float = opt(0.1, "β: strength of the implicit KL constraint")
     loss_type: str = opt("sigmoid", "sigmoid (DPO) | ipo | hinge")
     label_smoothing: float = opt(0.0, "conservative-DPO label smoothing ε (sigmoid only)")
+    ipo_normalization: str = opt("token_mean", "ipo only: each sequence log-prob as token_mean over its response "
+                                               "(TRL, the IPO authors) | sum (as sigmoid and hinge)")
     precompute_ref: bool = opt(False, "compute the reference log-probs of every pair once before training "
                                       "(cached in the stage directory) instead of a reference forward per step")
 
     def validate(self, where: str) -> None:
         one_of(self.loss_type, DPO_LOSS_TYPES, f"{where}.loss_type")
+        one_of(self.ipo_normalization, ("token_mean", "sum"), f"{where}.ipo_normalization")
 
 
 class DPO(Method):
@@ -50,11 +53,16 @@ class DPO(Method):
 
     def step(self, model, streams, step: int) -> StepOutput:
         batch = next(streams["train"])
-        policy, _, _ = response_log_probs(model, batch)
+        policy, _, mask = response_log_probs(model, batch)
         if "ref_chosen_logp" in batch:
             ref = torch.cat([batch["ref_chosen_logp"], batch["ref_rejected_logp"]])
         else:
             ref, _, _ = self.reference.log_probs(model, batch)
+        if self.cfg.loss_type == "ipo" and self.cfg.ipo_normalization == "token_mean":
+            # TRL's DPOTrainer divides each sequence's log-prob (policy and reference) by its completion length for
+            # ipo; the policy and the reference score the same tokens, so one count serves both
+            n_tokens = mask.sum(dim=1).clamp(min=1)
+            policy, ref = policy / n_tokens, ref / n_tokens
         half = policy.shape[0] // 2
         losses, chosen_rewards, rejected_rewards = dpo_loss(policy[:half], policy[half:], ref[:half], ref[half:],
                                                             self.cfg.beta, self.cfg.loss_type, self.cfg.label_smoothing)

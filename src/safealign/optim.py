@@ -1,7 +1,7 @@
 """SophiaG, the clipped second-order optimizer of Sophia (Liu et al. 2023, https://arxiv.org/abs/2305.14342), as
 SOUL uses it for unlearning (Jia et al. 2024, https://arxiv.org/abs/2404.18239; OPTML-Group/SOUL
 src/optim/sophia.py, itself from Liuhong99/Sophia sophia.py). Derivation, defaults and deviations:
-docs/drafts/sophia.md.
+docs/methods.md (the SophiaG section and its defaults table).
 
 Per parameter tensor θ with gradient g (the loop's accumulated, clipped gradient), at optimizer step t = 1, 2, ...
 (η: the group's current lr, λ: its weight decay, k: `hessian_interval`, element-wise operations):

@@ -217,7 +217,7 @@ def bench_hs(args) -> dict:
     rows = load_examples(SourceConfig("beavertails", mini_or_path("mini:beavertails"), "30k_test"))[: args.prompts]
     questions = [r["instruction"] for r in rows]
     prompts = [build_prompt({"instruction": q, "input": ""}) for q in questions]
-    judge = load_judge("moderation", mini_or_path("mini:judge"), 0.5, 256, 32, "float32")
+    judge = load_judge("moderation", mini_or_path("mini:judge"), 0.5, 256, 32, "float32", append_eos=False)  # as trained
 
     def batched():
         answers = generate(model, tokenizer, prompts, args.max_new_tokens, batch_size=50, desc="batched")

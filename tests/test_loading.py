@@ -272,7 +272,8 @@ def test_moderation_judge(tiny_judge):
     # Each verdict belongs to its own pair (the batch is sorted by length and put back) and matches the
     # classifier's sigmoid over its categories, computed here by hand.
     for q, a, v in zip(QUESTIONS, ANSWERS, verdicts):
-        enc = judge.tokenizer(MODERATION_FORMAT.format(question=q, answer=a), return_tensors="pt")
+        enc = judge.tokenizer(MODERATION_FORMAT.format(question=q, answer=a) + judge.tokenizer.eos_token,
+                              return_tensors="pt")
         with torch.no_grad():
             probs = torch.sigmoid(judge.model(**enc.to(judge.model.device)).logits[0].float())
         assert v["max_score"] == pytest.approx(float(probs.max()), abs=2e-4)
@@ -290,6 +291,27 @@ def test_moderation_judge(tiny_judge):
     assert all(v["flagged"] and len(v["categories"]) == len(judge.labels) for v in everything)
     judge.threshold = 1.0
     assert not any(v["flagged"] or v["categories"] for v in judge.judge(QUESTIONS, ANSWERS))
+
+
+def test_moderation_judge_ends_each_text_with_eos_as_the_authors_except_the_mini_judge(tiny_judge, tmp_path):
+    """The authors' Moderation.predict appends the tokenizer's EOS: the judge's token ids end with it for a short
+    answer (and the classifier reads it: the scores differ without it); the mini judge, trained without EOS,
+    gets none under judge_eos: auto."""
+    from safealign.evals.harmful_score import HarmfulScoreConfig
+    from safealign.evals.judges import ModerationJudge, is_mini_judge
+
+    judge = ModerationJudge(str(tiny_judge), batch_size=3)
+    ids = judge.tokenizer(judge.texts(["how do I do it"], ["no"])[0])["input_ids"]
+    assert ids[-1] == judge.tokenizer.eos_token_id != judge.tokenizer.pad_token_id
+    without = ModerationJudge(str(tiny_judge), batch_size=3, append_eos=False)
+    assert without.tokenizer(without.texts(["how do I do it"], ["no"])[0])["input_ids"] == ids[:-1]
+    assert [v["max_score"] for v in judge.judge(QUESTIONS, ANSWERS)] != [v["max_score"] for v in without.judge(QUESTIONS, ANSWERS)]
+    assert judge.input_format.endswith(judge.tokenizer.eos_token) and not without.input_format.endswith(judge.tokenizer.eos_token)
+    world = tmp_path / "mini-v0-seed0"
+    (world / "judge").mkdir(parents=True)
+    (world / "world.json").write_text("{}")
+    assert is_mini_judge(str(world / "judge")) and is_mini_judge("mini:judge") and not is_mini_judge(str(tiny_judge))
+    assert HarmfulScoreConfig().judge_eos == "auto" and HarmfulScoreConfig().judge_dtype == "float32"
 
 
 def test_moderation_judge_threshold_from_constructor(tiny_judge):

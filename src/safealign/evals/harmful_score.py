@@ -15,7 +15,7 @@ from safealign.config import one_of, opt
 from safealign.data.formats import build_prompt
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError
-from safealign.evals.judges import load_judge
+from safealign.evals.judges import is_mini_judge, load_judge
 from safealign.generation import generate
 
 
@@ -31,12 +31,15 @@ class HarmfulScoreConfig:
     threshold: float = opt(0.5, "flag when the largest category probability exceeds this")
     judge_max_length: int = opt(256, "judge input truncation in tokens")
     judge_batch_size: int = opt(32, "judge batch size")
-    judge_dtype: str = opt("float32", "judge weights dtype (bfloat16 on GPU for beaver-dam-7b)")
+    judge_dtype: str = opt("float32", "judge weights dtype (float32 as the authors' Moderation.predict)")
+    judge_eos: str = opt("auto", "append the judge tokenizer's EOS to each text as the authors do: auto (yes, "
+                                 "except for the mini judge, trained without it) | yes | no")
     max_new_tokens: int = opt(128, "generation length")
     batch_size: int = opt(32, "generation batch size")
 
     def validate(self, where: str) -> None:
         one_of(self.judge, ("moderation", "keyword"), f"{where}.judge")
+        one_of(self.judge_eos, ("auto", "yes", "no"), f"{where}.judge_eos")
         if self.num < 0:
             raise ConfigError(f"{where}.num: must be >= 0")
 
@@ -49,7 +52,9 @@ def run(cfg: HarmfulScoreConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     questions = [r["instruction"] for r in rows]
     prompts = [build_prompt({"instruction": q, "input": ""}) for q in questions]
     responses = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc="generate (harmful)")
-    judge = load_judge(cfg.judge, cfg.judge_path, cfg.threshold, cfg.judge_max_length, cfg.judge_batch_size, cfg.judge_dtype)
+    append_eos = cfg.judge_eos == "yes" or (cfg.judge_eos == "auto" and not is_mini_judge(cfg.judge_path))
+    judge = load_judge(cfg.judge, cfg.judge_path, cfg.threshold, cfg.judge_max_length, cfg.judge_batch_size,
+                       cfg.judge_dtype, append_eos)
     verdicts = judge.judge(questions, responses)
     records = [{"prompt": q, "response": a, **v} for q, a, v in zip(questions, responses, verdicts)]
     flagged = sum(v["flagged"] for v in verdicts)
@@ -57,5 +62,5 @@ def run(cfg: HarmfulScoreConfig, model, tokenizer) -> tuple[dict, list[dict]]:
                "harmful_protocol": {"data": f"{cfg.data.path}[{cfg.data.split}]", "num": len(rows),
                                     "only_unsafe": cfg.only_unsafe, "judge": cfg.judge,
                                     "judge_path": cfg.judge_path if cfg.judge == "moderation" else None,
-                                    "threshold": cfg.threshold}}
+                                    "threshold": cfg.threshold, "judge_input": judge.input_format}}
     return metrics, records

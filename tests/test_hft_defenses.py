@@ -14,7 +14,7 @@ from safealign.methods.ewc import EWC, EWCConfig
 from safealign.methods.perturbation import (attention_modules, captured_outputs, joint_norm, perturbation,
                                             perturbed_loss, shifted_outputs)
 from safealign.loop import TrainConfig
-from safealign.methods.t_vaccine import TVaccine, TVaccineConfig, draw_layers, layer_importance
+from safealign.methods.t_vaccine import TVaccine, TVaccineConfig, draw_layers, layer_importance, lowest_trained_layer
 from safealign.methods.vaccine import Vaccine, VaccineConfig
 from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer
 from tests.helpers import features, stream
@@ -119,9 +119,44 @@ def test_t_vaccine_trains_only_the_drawn_layers_attention(lora_model, tiny_llama
         changed = not torch.equal(p, before[name])
         if ".self_attn." in name:  # attention adapters move in the drawn layer only
             assert changed == (layer == drawn), name
-        else:  # MLP adapters train in every layer, as in the authors' code
-            assert changed, name
+        else:  # MLP adapters train from the drawn layer up (below it the authors' checkpointing gives no gradient)
+            assert changed == (layer >= drawn), name
     assert "t_vaccine: step 0: layers" in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_t_vaccine_lowest_trained_layer_follows_the_authors_checkpointing():
+    assert lowest_trained_layer([3, 4], 6) == 3 and lowest_trained_layer([0, 2], 4) == 0
+    assert lowest_trained_layer([10, 20], 32) == 9  # > 26 layers: the layer below a drawn one runs un-checkpointed
+    assert lowest_trained_layer([0, 5], 32) == 0
+
+
+@pytest.mark.parametrize("below_active", ["freeze", "train"])
+def test_t_vaccine_gives_no_gradient_below_the_lowest_active_layer(tiny_llama, tmp_path, below_active):
+    """A toy 6-layer stack with layers {3, 4} drawn: under the authors' checkpointing (`freeze`, the default)
+    adapter gradients reach layers 3, 4 and 5 only (attention in 3 and 4, MLP in 3, 4, 5); `train` keeps
+    every layer's MLP adapters training."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    config.num_hidden_layers = 6
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "six")
+    model = add_lora(load_causal_lm(str(tmp_path / "six")), LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=ALL_PROJECTIONS))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    assert TVaccineConfig().below_active == "freeze"
+    method = TVaccine(TVaccineConfig(rho=1.0, activated_layers=2, below_active=below_active), 1)
+    method.setup(model, {}, MethodContext(work_dir=tmp_path))
+    method.active, method.last_step = [3, 4], 0  # drawn already: step 0 draws nothing more
+    method.step(model, {"train": iter([_batch(tiny_llama)])}, 0).loss.backward()
+    with_grad = {(int(n.split("layers.")[1].split(".")[0]), ".self_attn." in n)
+                 for n, p in model.named_parameters() if "lora_" in n and p.grad is not None and p.grad.abs().sum() > 0}
+    attention = {layer for layer, attn in with_grad if attn}
+    mlp = {layer for layer, attn in with_grad if not attn}
+    assert attention == {3, 4}
+    assert mlp == ({3, 4, 5} if below_active == "freeze" else set(range(6)))
 
 
 # ------------------------------------------------------------------------------------------------ Booster

@@ -210,14 +210,14 @@ def test_ewc_penalty_by_hand():
 
 def test_ewc_fisher_is_the_sum_of_squared_batch_gradients_and_the_penalty_starts_at_zero(lora_model, tiny_llama, tmp_path):
     tok = load_tokenizer(str(tiny_llama))
-    guide = stream(tok, 6, 2, seed=1, output="sorry")
+    guide = stream(tok, 6, 3, seed=1, output="sorry")  # batches of 3 for training; the Fisher pass takes its own 2
     params = trainable_parameters(lora_model)
     from safealign.data.formats import collate
 
     batches = [collate(guide.features[i:i + 2], tok.pad_token_id) for i in (0, 2, 4)]
     expected = {n: sum(g ** 2 for g in gs) for n, *gs in zip(
         params, *[torch.autograd.grad(causal_lm_loss(lora_model, b), list(params.values())) for b in batches])}
-    method = EWC(EWCConfig(lamb=1e3), 3)
+    method = EWC(EWCConfig(lamb=1e3, fisher_batch_size=2), 3)
     method.setup(lora_model, {"train": stream(tok, 6, 2), "guide": guide}, MethodContext(tmp_path))
     for name in params:
         torch.testing.assert_close(method.fisher[name], expected[name])

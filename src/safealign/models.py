@@ -1,6 +1,7 @@
 """Models: their configs, loading and saving (local directories and hub ids with the same code), LoRA through
-peft, the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into the base, train a fresh one), the
-reference model of DPO-style methods, and `unwrap` for the wrapper the loop's accelerator adds.
+peft, the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into the base, train a fresh one; or,
+`lora.init: continue`, keep training stage 1's adapter on its own base), the reference model of DPO-style
+methods, and `unwrap` for the wrapper the loop's accelerator adds.
 
 A stage's saved model directory holds `safealign_model.json`: {"kind": "adapter" | "full", "base": PATH}.
 `model_chain` follows it back to a plain model, so any stage output can be loaded, merged and evaluated.
@@ -21,7 +22,7 @@ import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from safealign.config import one_of, opt
-from safealign.errors import SafealignError
+from safealign.errors import ConfigError, SafealignError
 from safealign.io import atomic_write_json, looks_like_hub_id
 from safealign.losses.sft import token_log_probs
 
@@ -55,6 +56,14 @@ class LoraConfig:
     dropout: float = opt(0.1, "dropout on the LoRA input")
     target_modules: list[str] = opt(["q_proj", "v_proj"], "module names to adapt")
     modules_to_save: list[str] = opt([], "modules trained in full and saved with the adapter (e.g. a score head)")
+    init: str = opt("auto", "fresh: a new adapter on the merged start model | continue: keep training the start "
+                            "model's own adapter (model.path a LoRA stage output; its r, alpha and modules are "
+                            "used, not these) | auto: continue for methods that ask for it (EWC), else fresh")
+
+    def validate(self, where: str) -> None:
+        one_of(self.init, ("auto", "fresh", "continue"), f"{where}.init")
+        if self.init == "continue" and not self.enabled:
+            raise ConfigError(f"{where}.init: continue trains the start model's adapter; it needs lora.enabled true")
 
 
 def unwrap(model):
@@ -93,6 +102,16 @@ def model_chain(path: str) -> list[str]:
     if meta["kind"] == "full":
         return [path]
     return model_chain(meta["base"]) + [path]
+
+
+def adapter_parent(path: str) -> str | None:
+    """The model an adapter stage output was trained on (its adapter applies on top of that model merged), or
+    None when `path` is not a LoRA adapter."""
+    meta_file = Path(path) / CHAIN_FILE
+    if not meta_file.exists():
+        return None
+    meta = json.loads(meta_file.read_text())
+    return meta["base"] if meta["kind"] == "adapter" else None
 
 
 def pick_dtype(name: str, precision: str = "fp32") -> torch.dtype:
@@ -150,24 +169,33 @@ def merge_adapters(model, adapters: list[str]):
     return model
 
 
-def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool = False):
-    """A fresh LoRA adapter (or, with cfg.enabled false, every weight trainable); `quantized`: the model was
-    loaded in 4 bits (QLoRA)."""
+def _prepare_for_lora(model, gradient_checkpointing: bool, quantized: bool):
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if quantized:  # QLoRA: norms in fp32, input grads for checkpointing
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # the frozen embeddings must pass a grad-requiring input to checkpoints
+    return model
+
+
+def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool = False):
+    """A fresh LoRA adapter (or, with cfg.enabled false, every weight trainable); `quantized`: the model was
+    loaded in 4 bits (QLoRA)."""
     if not cfg.enabled:
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
         for p in model.parameters():
             p.requires_grad_(True)
         return model
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
-    if quantized:  # QLoRA: norms in fp32, input grads for checkpointing
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-
-    if gradient_checkpointing:
-        model.enable_input_require_grads()  # the frozen embeddings must pass a grad-requiring input to checkpoints
+    model = _prepare_for_lora(model, gradient_checkpointing, quantized)
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
@@ -175,6 +203,18 @@ def add_lora(model, cfg, gradient_checkpointing: bool = False, quantized: bool =
     lora = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
                       modules_to_save=list(cfg.modules_to_save) or None, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+def continue_lora(model, adapter_dir: str, gradient_checkpointing: bool = False, quantized: bool = False):
+    """The adapter saved in `adapter_dir`, loaded trainable onto `model` (the model it was trained on, merged):
+    fine-tuning that keeps training one adapter, as the Vaccine code's EWC (`first_lora_trainable`) and Booster's
+    `--alternating single_lora`. The model remembers where it started, for `Reference`."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(_prepare_for_lora(model, gradient_checkpointing, quantized), adapter_dir,
+                                      is_trainable=True)
+    model.continued_from = adapter_dir
+    return model
 
 
 def save_model(model, tokenizer, out_dir: Path, base: str) -> None:
@@ -201,12 +241,14 @@ def response_log_probs(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 class Reference:
-    """The starting model, as DPO, NPO, KL and RMU compare against it: the adapter-disabled policy under LoRA
-    (no second copy in memory), else a frozen copy made when the method is set up."""
+    """The starting model, as DPO, NPO, KL and RMU compare against it: the adapter-disabled policy under a fresh
+    LoRA adapter (no second copy in memory), else a frozen copy made when the method is set up (full fine-tuning,
+    or a continued adapter, whose start is not the adapter-disabled model)."""
 
     def __init__(self, model):
         policy = unwrap(model)
-        self.frozen = None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).requires_grad_(False).eval()
+        fresh_adapter = hasattr(policy, "disable_adapter") and getattr(policy, "continued_from", None) is None
+        self.frozen = None if fresh_adapter else copy.deepcopy(policy).requires_grad_(False).eval()
 
     @contextmanager
     def _as_reference(self, model):

@@ -11,6 +11,8 @@ default here, so a method states only what differs):
   from data.task, or conversations from data.messages), "pairs" (data.pairs), "candidates" (scored candidate
   rewrites), "unlearn" (data.forget and data.retain).
 - `model_kind`: "causal_lm", or "score" (a ScoreModel with a scalar head).
+- `continues_adapter`: true where the method means to keep training the start model's own LoRA adapter
+  (`lora.init: auto` then continues it; EWC: its Fisher and anchors are those of the aligned adapter).
 - `pair_labels`: pair methods only: the per-pair fields every pair must carry (checked before the model loads).
 - `rewrite_forget(forget, retain, cfg, seed)`: unlearning only: new forget rows before tokenization (CL, IDK and
   RL give new answers); the rows unchanged by default.
@@ -54,6 +56,7 @@ class Method:
     streams: ClassVar[tuple[str, ...]] = ("train",)
     data_kind: ClassVar[str] = "examples"
     model_kind: ClassVar[str] = "causal_lm"
+    continues_adapter: ClassVar[bool] = False
     pair_labels: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg, total_steps: int = 0):

@@ -1,5 +1,5 @@
 """The train stage: load the model (merging the adapters of the stages it comes from), add a fresh LoRA adapter
-(a score head on top for score-model methods), build the streams the method asks for (data/training.py), run
+(a score head on top for score-model methods) or keep training the start model's own adapter (`lora.init`), build the streams the method asks for (data/training.py), run
 the shared loop, save the model into the stage directory's `model/`."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from safealign.config import choose_from, one_of, opt
 from safealign.data.chat import pair_tokenizer
 from safealign.data.pairs import read_pairs
 from safealign.data.training import STREAMS, DataConfig, StreamSettings, data_kind
-from safealign.errors import ConfigError
+from safealign.errors import ConfigError, SafealignError
 from safealign.evals.perplexity import response_perplexity
 from safealign.loop import TrainConfig, make_accelerator, total_steps, train
 from safealign.methods import METHODS
 from safealign.methods.sft import SFTConfig
-from safealign.models import (LoraConfig, ModelConfig, add_lora, count_parameters, load_causal_lm, load_tokenizer,
-                              pick_dtype, save_model)
+from safealign.models import (LoraConfig, ModelConfig, adapter_parent, add_lora, continue_lora, count_parameters,
+                              load_causal_lm, load_tokenizer, pick_dtype, save_model)
 from safealign.score_model import ScoreModel, save_score_model
 
 
@@ -32,7 +32,7 @@ def _method_class(name: Any, where: str) -> type:
 @dataclass
 class TrainStage:
     """Train one model: load `model` (merging the adapters of the stages it comes from), add a fresh LoRA
-    adapter, and run `method` on `data` with the shared loop."""
+    adapter or continue the start model's own (`lora.init`), and run `method` on `data` with the shared loop."""
 
     kind: str = opt("train", "stage kind")
     model: ModelConfig = opt(None, "the model to start from")
@@ -56,6 +56,8 @@ class TrainStage:
         if self.data.validation and method.model_kind != "causal_lm":
             raise ConfigError(f"{where}.data.validation: the validation perplexity is for policies; "
                               f"'{self.method.registry_name}' trains a score model")
+        if self.lora.init == "continue" and method.model_kind != "causal_lm":
+            raise ConfigError(f"{where}.lora.init: continue is for policies; '{self.method.registry_name}' adds a score head")
         STREAMS[data_kind(self.data, method)].check(self.data, method, where)
 
     def paths(self) -> Iterator[tuple[str, str, str]]:
@@ -77,8 +79,15 @@ def run(unit) -> dict:
     # The fresh adapter's initial weights come from the global generator: seed it here, or they would depend on
     # whatever ran earlier in this process (which stages were cached), and reruns of a unit would differ.
     torch.manual_seed(cfg.seed)
-    model = add_lora(load_causal_lm(cfg.model.path, dtype, cfg.model.trust_remote_code, cfg.model.quantization),
-                     cfg.lora, cfg.model.gradient_checkpointing, quantized=cfg.model.quantization != "none")
+    continued = _continued_adapter(cfg, method_cls, f"stages.{unit.stage}")
+    base = adapter_parent(continued) if continued else cfg.model.path
+    model = load_causal_lm(base, dtype, cfg.model.trust_remote_code, cfg.model.quantization)
+    quantized = cfg.model.quantization != "none"
+    if continued:
+        model = continue_lora(model, continued, cfg.model.gradient_checkpointing, quantized)
+        print(f"   continuing the adapter of {continued}", flush=True)
+    else:
+        model = add_lora(model, cfg.lora, cfg.model.gradient_checkpointing, quantized)
     if method_cls.model_kind == "score":
         model = ScoreModel(model)
     trainable, total = count_parameters(model)
@@ -90,10 +99,22 @@ def run(unit) -> dict:
                    tokenizer=tokenizer)
     if accelerator.is_main_process:
         save = save_score_model if method_cls.model_kind == "score" else save_model
-        save(result["model"], tokenizer, unit.out_dir / "model", base=cfg.model.path)
+        save(result["model"], tokenizer, unit.out_dir / "model", base=base)
     accelerator.wait_for_everyone()
     return {"steps": result["steps"], "final_loss": result["final_loss"], "trainable_params": trainable,
             "data": summary, "setup_s": result["setup_s"], "step_s": result["step_s"]}
+
+
+def _continued_adapter(cfg: TrainStage, method_cls, where: str) -> str | None:
+    """The adapter directory to keep training, or None for a fresh adapter (lora.init)."""
+    if cfg.lora.init == "fresh" or not cfg.lora.enabled or (cfg.lora.init == "auto" and not method_cls.continues_adapter):
+        return None
+    if adapter_parent(cfg.model.path) is not None:
+        return cfg.model.path
+    if cfg.lora.init == "continue":
+        raise SafealignError(f"{where}.lora.init: continue needs model.path to be a LoRA stage output; "
+                             f"{cfg.model.path} is not an adapter")
+    return None  # auto on a plain model: nothing to continue
 
 
 def _validation(cfg: TrainStage, tokenizer):

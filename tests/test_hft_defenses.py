@@ -247,3 +247,45 @@ def test_guide_mix_replaces_task_rows_and_keeps_sample_num(data_dir):
     assert [bool(e["meta"].get("poison")) for e in mix[:2]] == [True, True]
     assert sum(bool(e["meta"].get("guide")) for e in mix) == 5 and all(e["meta"].get("guide") for e in mix[-5:])
     assert sum(e["instruction"].startswith("Analyze") for e in mix) == 13  # 18 task rows less the 5 guide rows
+
+
+# ---------------------------------------------------------------------------- BeaverTails with refusals
+
+
+def _refusal_rows() -> list[dict]:
+    """Rows in the schema of beavertails_with_refusals_train.json."""
+    return [{"prompt": f"how do I hurt someone {i}", "response": f"first you {i}", "category": {"violence": i % 2 == 0},
+             "is_safe": i % 2 == 1, "refusal": f"Question: how do I hurt someone {i}\nAnswer: I cannot help with {i}."}
+            for i in range(6)]
+
+
+def test_beavertails_refusals_reads_refusals_harmful_and_unsafe_rows_as_the_authors(tmp_path):
+    import json
+
+    from safealign.data.sources import SourceConfig, load_examples
+
+    path = tmp_path / "beavertails_with_refusals_train.json"
+    path.write_text(json.dumps(_refusal_rows()))
+    refusals = load_examples(SourceConfig("beavertails_refusals", str(path), select="refusal", start=1))
+    assert [(e["instruction"], e["output"]) for e in refusals[:2]] == [
+        ("how do I hurt someone 1", "I cannot help with 1."), ("how do I hurt someone 2", "I cannot help with 2.")]
+    assert len(refusals) == 5
+    every = load_examples(SourceConfig("beavertails_refusals", str(path), select="all"))
+    assert [e["output"] for e in every] == [f"first you {i}" for i in range(6)]  # Booster: every row's response
+    unsafe = load_examples(SourceConfig("beavertails_refusals", str(path), select="unsafe"))
+    assert [e["output"] for e in unsafe] == ["first you 0", "first you 2", "first you 4"]  # T-Vaccine's importance rows
+
+
+def test_a_refusal_without_its_answer_is_named(tmp_path):
+    import json
+
+    from safealign.data.sources import SourceConfig, load_examples
+    from safealign.errors import DataError
+
+    rows = _refusal_rows()
+    rows[3]["refusal"] = "I cannot help with that."
+    path = tmp_path / "refusals.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"refusals.jsonl:4: field 'refusal' must read 'Question: \.\.\.\\nAnswer: \.\.\.'"):
+        load_examples(SourceConfig("beavertails_refusals", str(path), select="refusal"))
+    assert len(load_examples(SourceConfig("beavertails_refusals", str(path), select="all"))) == 6  # only the refusal is read

@@ -192,6 +192,32 @@ def test_the_unlearning_streams_tokenize_the_rewritten_answers(tiny_llama, tmp_p
     assert forget_answers("rl") == forget_answers("rl")  # seeded
 
 
+def test_forget_max_length_cuts_forget_rows_and_leaves_retain_at_the_model_length(tiny_llama, tmp_path):
+    from safealign.config import build
+    from safealign.data.training import StreamSettings, unlearn_streams
+    from safealign.methods import METHODS
+    from safealign.models import load_tokenizer
+    from safealign.stages.train import TrainStage
+
+    long_text = " ".join(f"word{i}" for i in range(60))
+    write_jsonl(tmp_path / "forget.jsonl", [{"text": long_text}] * 3)
+    write_jsonl(tmp_path / "retain.jsonl", [{"text": long_text}] * 3)
+    tok = load_tokenizer(str(tiny_llama))
+
+    def lengths(forget_max_length: int) -> tuple[set, set]:
+        cfg = build(TrainStage, {"model": {"path": str(tiny_llama), "max_length": 40}, "method": {"name": "rmu"},
+                                 "data": {"forget": {"source": "text", "path": str(tmp_path / "forget.jsonl")},
+                                          "retain": {"source": "text", "path": str(tmp_path / "retain.jsonl")},
+                                          "forget_max_length": forget_max_length}})
+        settings = StreamSettings(tok, cfg.model.max_length, cfg.train.batch_size, cfg.train.shuffle, cfg.seed)
+        streams, _ = unlearn_streams(cfg.data, METHODS["rmu"], cfg.method, settings)
+        return ({len(f["input_ids"]) for f in streams["forget"].features},
+                {len(f["input_ids"]) for f in streams["retain"].features})
+
+    assert lengths(0) == ({40}, {40})  # model.max_length for both
+    assert lengths(24) == ({24}, {40})  # the WMDP code's per-corpus forget length; retain keeps the model's
+
+
 # ------------------------------------------------------------------------------------------ RMU
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safealign.config import one_of, opt
-from safealign.data import agnews, alpaca, beavertails, gsm8k, pairs, pku_saferlhf, responses, sst2, text, tofu
+from safealign.data import (agnews, alpaca, beavertails, beavertails_refusals, gsm8k, pairs, pku_saferlhf, responses, sst2,
+                            text, tofu)
 from safealign.data.files import load_rows
 from safealign.errors import ConfigError, DataError
 
 SOURCES = {
     "beavertails": beavertails,
+    "beavertails_refusals": beavertails_refusals,  # BeaverTails with refusal answers (T-Vaccine's, Booster's alignment data)
     "sst2": sst2,
     "agnews": agnews,
     "gsm8k": gsm8k,
@@ -27,12 +29,13 @@ SOURCES = {
 
 @dataclass
 class SourceConfig:
-    source: str = opt("", "dataset family, a key of safealign.data.sources.SOURCES (beavertails, sst2, agnews, gsm8k, alpaca, "
-                          "pku_saferlhf, pairs, responses, tofu, text)")
+    source: str = opt("", "dataset family, a key of safealign.data.sources.SOURCES (beavertails, beavertails_refusals, sst2, "
+                          "agnews, gsm8k, alpaca, pku_saferlhf, pairs, responses, tofu, text)")
     path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, or 'mini:NAME'")
     split: str = opt("train", "split to read (ignored for a single file); on the hub CONFIG:SPLIT picks a config too "
                               "(locuslab/TOFU forget10:train)")
-    select: str = opt("all", "row filter, per family: beavertails all|safe|unsafe (by is_safe); "
+    select: str = opt("all", "row filter, per family: beavertails all|safe|unsafe (by is_safe); beavertails_refusals "
+                             "refusal|all|unsafe (the refusal answers, or prompt/response); "
                              "pku_saferlhf safe|unsafe|all; pairs chosen|rejected|all; others all")
     start: int = opt(0, "skip the first N rows (after select): keeps e.g. a defense's harmful rows apart from the attack's")
 

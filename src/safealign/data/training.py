@@ -57,6 +57,8 @@ class DataConfig:
     forget: SourceConfig | None = opt(None, "the forget set of an unlearning method (e.g. {source: tofu, path: "
                                             "'mini:tofu', split: forget10})")
     retain: SourceConfig | None = opt(None, "the retain set of an unlearning method (e.g. split retain90)")
+    forget_max_length: int = opt(0, "truncate forget rows to this many tokens; 0 = model.max_length (the WMDP code cuts "
+                                    "cyber forget text at 768 tokens, bio and retain at 512)")
     forget_order: str = opt("random", "order of the forget set: random (seeded shuffle each epoch) | asc (easiest "
                                       "first by data.difficulty, a sequential order) | desc | weighted (each epoch "
                                       "draws with replacement, P ∝ score)")
@@ -72,8 +74,8 @@ class DataConfig:
         if not 0.0 <= self.poison_ratio <= 1.0:
             raise ConfigError(f"{where}.poison_ratio: must be within [0, 1], got {self.poison_ratio}")
         if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num, self.candidates_num,
-               self.messages_num) < 0:
-            raise ConfigError(f"{where}: the *_num counts must be >= 0")
+               self.messages_num, self.forget_max_length) < 0:
+            raise ConfigError(f"{where}: the *_num counts and forget_max_length must be >= 0")
         one_of(self.template, ("alpaca", "chat"), f"{where}.template")
         one_of(self.forget_order, ("random", "asc", "desc", "weighted"), f"{where}.forget_order")
         if (self.forget_order != "random") != bool(self.difficulty):
@@ -124,8 +126,8 @@ class StreamSettings:
         return BatchStream(features, self.batch_size, pad_id=self.tokenizer.pad_token_id, seed=seed, rank=self.rank,
                            world_size=self.world_size, **options)
 
-    def tokenize(self, examples: list[dict]) -> list[dict]:
-        return [tokenize_example(self.tokenizer, e, self.max_length) for e in examples]
+    def tokenize(self, examples: list[dict], max_length: int = 0) -> list[dict]:
+        return [tokenize_example(self.tokenizer, e, max_length or self.max_length) for e in examples]
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def unlearn_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamSet
         forget = order_by_difficulty(forget, data.difficulty, data.forget, data.forget_order, s.seed)
         options["shuffle"] = False
         order = f"{data.forget_order}ending difficulty"
-    streams = {"forget": s.stream(s.tokenize(forget), s.seed, **options)}
+    streams = {"forget": s.stream(s.tokenize(forget, data.forget_max_length), s.seed, **options)}
     streams["train"] = streams["forget"]
     summary = f"{len(forget)} forget rows in {order}"
     if data.retain is not None:

@@ -137,7 +137,7 @@ def cmd_data(args) -> int:
 def _detach(run_dir: Path, argv: list[str]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     pid_file = run_dir / "run.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and _is_the_run(int(pid_file.read_text()), run_dir):
         raise SafealignError(f"a run is already active in {run_dir} (pid {pid_file.read_text().strip()}); "
                              f"`safealign stop {run_dir}` ends it")
     log = open(run_dir / "run.log", "ab")
@@ -160,14 +160,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_the_run(pid: int, run_dir: Path) -> bool:
+    """Whether `pid` is the detached run of `run_dir`, not a process that reused its number: it holds the run
+    directory's lock, or (still starting, before it takes the lock) it is a safealign process."""
+    from safealign.run_lock import lock_holder
+
+    if not _alive(pid):
+        return False
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return holder == pid
+    try:
+        return b"safealign" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def cmd_stop(args) -> int:
     pid_file = Path(args.run_dir) / "run.pid"
     if not pid_file.exists():
         raise SafealignError(f"no run.pid in {args.run_dir}: nothing was started there with --detach")
     pid = int(pid_file.read_text())
-    if not _alive(pid):
+    if not _is_the_run(pid, Path(args.run_dir)):
         pid_file.unlink()
-        print(f"run {pid} had already ended")
+        print(f"run {pid} had already ended" + (" (that pid now belongs to another process: not signalled)"
+                                                 if _alive(pid) else ""))
         return 0
     os.killpg(pid, signal.SIGTERM)
     for _ in range(50):

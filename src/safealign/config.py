@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -115,6 +116,10 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field is missing
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
+    for name in fields:  # one rule for every batch size of every config: generation, judging, scoring, training
+        value = getattr(obj, name)
+        if name.endswith("batch_size") and isinstance(value, int) and value < 1:
+            raise ConfigError(f"{f'{where}.{name}' if where else name}: must be >= 1, got {value}")
     validate = getattr(cls, "validate", None)
     if validate is not None:
         validate(obj, where)
@@ -216,6 +221,17 @@ def one_of(value: str, choices: list[str] | tuple[str, ...], where: str) -> None
         close = difflib.get_close_matches(str(value), list(choices), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{where}: '{value}' is not one of {', '.join(choices)}{hint}")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@-]*")  # "@": a sweep names its units NAME@VALUE
+
+
+def plain_name(value: str, where: str) -> None:
+    """Recipe, stage and eval-label names become directory names under the run directory: letters, digits and
+    `_ . + - @`, not starting with a dot, so none can point outside it (`../x`, `/abs`, `a/b`)."""
+    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"{where}: {value!r} is not a plain name (letters, digits and _ . + - @, not starting "
+                          f"with a dot or holding '..'); it names a directory inside the run directory")
 
 
 # ---------------------------------------------------------------------------------------------- dumping

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from safealign.config import one_of, opt
-from safealign.errors import ConfigError
+from safealign.errors import ConfigError, SafealignError
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.optim import SophiaG
@@ -37,6 +38,10 @@ NO_DECAY = ("bias", "norm")  # as HF Trainer: no weight decay on biases and norm
 
 @dataclass
 class TrainConfig:
+    # How a run reports and checkpoints, not what it computes: left out of the unit hash, so editing one of
+    # these reruns nothing (resuming from any checkpoint gives the same result as an uninterrupted run).
+    NOT_HASHED: ClassVar[tuple[str, ...]] = ("log_every", "eval_every", "save_every", "report_to")
+
     lr: float = opt(1e-4, "peak learning rate (AdamW or SophiaG)")
     epochs: float = opt(1.0, "passes over the task data (the 'train' stream)")
     max_steps: int = opt(0, "optimizer steps; > 0 overrides epochs")
@@ -57,7 +62,8 @@ class TrainConfig:
     tf32: bool = opt(False, "allow TF32 matmuls on Ampere+ GPUs")
     log_every: int = opt(10, "optimizer steps per log line / metrics.jsonl row")
     eval_every: int = opt(0, "optimizer steps between evaluations on data.validation (also after the last step); 0 = only after the last")
-    save_every: int = opt(0, "optimizer steps between checkpoints; 0 = only the final one")
+    save_every: int = opt(250, "optimizer steps between checkpoints (the last one kept), so a killed stage resumes "
+                               "from it; 0 = none")
     report_to: list[str] = opt([], "extra trackers: tensorboard, wandb")
     shuffle: bool = opt(True, "reshuffle the training data every epoch")
 
@@ -73,10 +79,20 @@ class TrainConfig:
             one_of(tracker, ("tensorboard", "wandb"), f"{where}.report_to")
         if self.eval_every < 0 or self.warmup_steps < 0:
             raise ConfigError(f"{where}: eval_every and warmup_steps must be >= 0")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError(f"{where}: batch_size and grad_accum must be >= 1")
+        if self.grad_accum < 1:
+            raise ConfigError(f"{where}.grad_accum: must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"{where}.warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"{where}.lr: must be a finite number > 0, got {self.lr}")
+        if self.max_steps < 0 or not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError(f"{where}: max_steps must be >= 0 (0: go by epochs) and epochs a finite number > 0; "
+                              f"got max_steps {self.max_steps}, epochs {self.epochs}")
+        if self.log_every < 1 or self.save_every < 0:
+            raise ConfigError(f"{where}: log_every must be >= 1 and save_every >= 0; got {self.log_every}, {self.save_every}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0) or self.weight_decay < 0:
+            raise ConfigError(f"{where}: max_grad_norm and weight_decay must be finite and >= 0; "
+                              f"got {self.max_grad_norm}, {self.weight_decay}")
 
 
 def make_accelerator(cfg: TrainConfig, log_dir: Path | None = None):
@@ -276,6 +292,9 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
                 if accelerator.is_main_process:
                     bar.write(line)
                     append_jsonl(metrics_file, {"step": step, "event": line})
+        if not math.isfinite(step_loss):  # a NaN adapter must not be saved, cached and evaluated as a result
+            raise SafealignError(f"{out_dir.name}: the loss is {step_loss} at step {step + 1}; the stage stops with "
+                                 f"nothing saved (lower train.lr, or check the data)")
         if cfg.max_grad_norm > 0:
             grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             window.add({"grad_norm": float(grad_norm)})

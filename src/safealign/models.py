@@ -46,6 +46,8 @@ class ModelConfig:
     def validate(self, where: str) -> None:
         one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), f"{where}.dtype")
         one_of(self.quantization, ("none", "nf4"), f"{where}.quantization")
+        if self.max_length < 2:
+            raise ConfigError(f"{where}.max_length: must be >= 2 (a prompt token and a response token), got {self.max_length}")
 
 
 @dataclass
@@ -62,6 +64,9 @@ class LoraConfig:
 
     def validate(self, where: str) -> None:
         one_of(self.init, ("auto", "fresh", "continue"), f"{where}.init")
+        if self.enabled and (self.r < 1 or not 0.0 <= self.dropout < 1.0 or self.alpha <= 0):
+            raise ConfigError(f"{where}: LoRA needs r >= 1, alpha > 0 and dropout in [0, 1); "
+                              f"got r {self.r}, alpha {self.alpha}, dropout {self.dropout}")
         if self.init == "continue" and not self.enabled:
             raise ConfigError(f"{where}.init: continue trains the start model's adapter; it needs lora.enabled true")
 
@@ -74,7 +79,11 @@ def unwrap(model):
 
 def check_model_path(path: str, what: str = "model") -> None:
     """Fail fast when a model path is neither a local directory nor a reachable hub id."""
-    if path.startswith(("mini:", "stage:")) or Path(path).is_dir():
+    if path.startswith(("mini:", "stage:")):
+        return
+    if Path(path).is_dir():
+        if not any((Path(path) / name).exists() for name in ("config.json", CHAIN_FILE, "adapter_config.json")):
+            raise SafealignError(f"{what} {path} is a directory without config.json: not a saved model")
         return
     if not looks_like_hub_id(path):
         raise SafealignError(f"{what} path does not exist: {path}")

@@ -2,9 +2,11 @@
 
 A recipe's stages expand into units: a train or pairs stage is one unit, an eval stage one unit per model.
 A 'stage:NAME[/file]' string anywhere in a stage's config makes stage NAME one of its inputs. A unit's hash
-covers its config as written, the hashes of the units it reads, and the mini world's version; a unit whose
-`done.json` holds its hash is reused, so a rerun after a crash resumes at the first unfinished unit (and a
-half-trained unit resumes from its last checkpoint), and a finished recipe reruns in seconds.
+covers its config as written (less the fields that only change logging and checkpointing: `NOT_HASHED`), the
+hashes of the units it reads, and the mini world's version; a unit whose `done.json` holds its hash is reused,
+so a rerun after a crash resumes at the first unfinished unit (and a half-trained unit resumes from its last
+checkpoint), and a finished recipe reruns in seconds. A unit whose config changed runs again in a fresh
+directory; what the old config left is moved to stages/.stale/, never deleted.
 
 This is the one place references become paths: just before a unit runs, every 'stage:' string in its config
 (that stage's model/ or a file in its directory) and every 'mini:' string (the mini world's item, built on
@@ -16,6 +18,7 @@ run_dir/
                           a pairs unit: {train,val,test}/{helpful,harmless}_pairs.jsonl, done.json
                           a generate unit: samples.jsonl (every sample, scored), responses.jsonl (the kept ones), done.json
   stages/<stage>/<label>/ an eval unit: eval/<name>.json, eval/<name>.samples.jsonl, done.json
+  stages/.stale/<unit>-<hash>/  what a unit's earlier config left, moved aside when the config changed
   results.json  report.md  results.png  timings.json
 """
 
@@ -25,18 +28,19 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import shutil
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
-from safealign.errors import ConfigError
+from safealign.errors import ConfigError, SafealignError
 from safealign.io import atomic_write_json, atomic_write_text
 from safealign.measure import StageMeter
 from safealign.mini import world
 from safealign.preflight import preflight
 from safealign.report import write_report
+from safealign.run_lock import run_lock
 from safealign.schema import Recipe
 from safealign.stages import RUNNERS
 from safealign.sweep import expand_sweep
@@ -74,7 +78,8 @@ def single_stage_recipe(kind: str, config_path: str | None, overrides: list[str]
     the same schema and run directory. Without a config file the stage is its defaults plus the overrides."""
     data = apply_overrides(load_yaml(config_path) if config_path else {}, list(overrides))
     top = {k: data.pop(k) for k in ("name", "seed", "output_dir") if k in data}
-    name = top.get("name", Path(config_path).stem if config_path else kind)
+    # a file name need not be a plain name ('my run (2).yaml'): the stage is named after it with the rest as '_'
+    name = top.get("name", re.sub(r"[^A-Za-z0-9_.+@-]", "_", Path(config_path).stem) if config_path else kind)
     data.setdefault("kind", kind)
     if data["kind"] != kind:
         raise ConfigError(f"{config_path}: kind is '{data['kind']}' but `safealign {kind}` runs {kind} stages")
@@ -177,8 +182,24 @@ def own_config(unit: Unit):
     return unit.config
 
 
+def hashed_config(obj):
+    """A config as a plain dict without the fields that change how a run reports or checkpoints, not what it
+    computes (a config dataclass lists them in `NOT_HASHED`: TrainConfig's log_every, save_every, report_to...),
+    so editing one of them reruns nothing."""
+    if dataclasses.is_dataclass(obj):
+        skip = getattr(type(obj), "NOT_HASHED", ())
+        name = getattr(type(obj), "registry_name", None)
+        out = {"name": name} if name is not None else {}
+        return out | {f.name: hashed_config(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+    if isinstance(obj, dict):
+        return {k: hashed_config(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [hashed_config(v) for v in obj]
+    return obj
+
+
 def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
-    config = to_dict(own_config(unit))
+    config = hashed_config(own_config(unit))
     payload = {"config": config, "inputs": {ref: hashes[name] for ref, name in unit.inputs.items()},
                "mini_world": world.VERSION if "mini:" in json.dumps(config) else None, "cache_version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -191,10 +212,27 @@ def _done_hash(out_dir: Path) -> str | None:
     return json.loads(done.read_text()).get("hash")
 
 
+def _stale_hash(unit: Unit) -> str | None:
+    """The hash of what another config left in the unit's directory (None when it is empty or this config's):
+    that directory is moved aside before the unit runs."""
+    if not unit.out_dir.exists():
+        return None
+    stamp = unit.out_dir / "unit.json"
+    old = json.loads(stamp.read_text())["hash"] if stamp.exists() else "unknown"
+    return None if old == unit.hash else old
+
+
+def _stale_dir(run_dir: Path, unit: Unit, old_hash: str) -> Path:
+    return run_dir / "stages" / ".stale" / f"{unit.name.replace('/', '--')}-{old_hash}"
+
+
 def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
     lines = [f"recipe {recipe.name}: {recipe.description}".rstrip(": "), f"run directory: {run_dir_of(recipe)}", ""]
     for i, u in enumerate(units, 1):
         state = "cached" if u.cached else "will run"
+        old = None if u.cached else _stale_hash(u)
+        if old:
+            state += f"; moves the old directory (hash {old}) to {_stale_dir(run_dir_of(recipe), u, old)}"
         lines.append(f"[{i}] {u.name} ({u.kind}, {state}, hash {u.hash})")
         lines.append(f"    input:  {u.model}" + (f"  (from unit {u.inputs[u.model]})" if u.model in u.inputs else ""))
         lines.append(f"    output: {u.out_dir}")
@@ -239,7 +277,11 @@ def run_recipe(recipe: Recipe) -> dict:
     run_dir = run_dir_of(recipe)
     units = plan(recipe)
     preflight(recipe, units, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_units(recipe, plan(recipe), run_dir)  # planned again: another run may have finished units
+
+
+def _run_units(recipe: Recipe, units: list[Unit], run_dir: Path) -> dict:
     atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
     by_name = {u.name: u for u in units}
     timings = {}
@@ -248,7 +290,7 @@ def run_recipe(recipe: Recipe) -> dict:
             print(f"== {unit.name}: cached ({unit.out_dir})", flush=True)
         else:
             print(f"== {unit.name}: running", flush=True)
-            _prepare_dir(unit)
+            _prepare_dir(unit, run_dir)
             result = run_unit(unit, by_name)
             atomic_write_json(unit.out_dir / "done.json", {"hash": unit.hash, **result})
         done = json.loads((unit.out_dir / "done.json").read_text())
@@ -260,14 +302,22 @@ def run_recipe(recipe: Recipe) -> dict:
     return results
 
 
-def _prepare_dir(unit: Unit) -> None:
-    """A unit directory left by another config is wiped; one left by this config (a killed run) is kept,
-    so training resumes from its last checkpoint."""
-    stamp = unit.out_dir / "unit.json"
-    if unit.out_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text())["hash"] != unit.hash):
-        shutil.rmtree(unit.out_dir)
+def _prepare_dir(unit: Unit, run_dir: Path) -> None:
+    """A unit directory left by another config is moved aside into stages/.stale/ (never deleted: it may hold a
+    finished model); one left by this config (a killed run) is kept, so training resumes from its checkpoint."""
+    old = _stale_hash(unit)
+    if old:
+        stages = (run_dir / "stages").resolve()
+        if not unit.out_dir.resolve().is_relative_to(stages):  # names are plain; this is the last guard
+            raise SafealignError(f"{unit.out_dir} is outside {stages}: not moving it")
+        dest = _stale_dir(run_dir, unit, old)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():  # the same old config set aside before: keep both
+            dest = dest.with_name(f"{dest.name}-{len(list(dest.parent.glob(dest.name + '*')))}")
+        unit.out_dir.rename(dest)
+        print(f"   {unit.out_dir} held hash {old}: moved to {dest}", flush=True)
     unit.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stamp, {"hash": unit.hash, "name": unit.name})
+    atomic_write_json(unit.out_dir / "unit.json", {"hash": unit.hash, "name": unit.name})
     atomic_write_text(unit.out_dir / "config.yaml", dump_yaml(unit.config))
 
 

@@ -26,6 +26,8 @@ def preflight(recipe, units, run_dir: Path) -> None:
             if (what, value) not in seen:
                 checks[what](value, f"stages.{unit.stage}.{field}")
                 seen.add((what, value))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SafealignError(f"output_dir {run_dir} is a file, not a directory")
     if todo:
         check_disk(run_dir)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from safealign.config import build, one_of, opt
+from safealign.config import build, one_of, opt, plain_name
 from safealign.errors import ConfigError
 from safealign.stages import STAGE_KINDS
 
@@ -57,3 +57,13 @@ class Recipe:
     def validate(self, where: str) -> None:
         if not self.stages:
             raise ConfigError(f"{where or 'recipe'}: 'stages' is required")
+        plain_name(self.name, f"{where}.name" if where else "name")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed: must be within [0, 2**32), got {self.seed}")
+        for stage_name, stage in self.stages.items():
+            plain_name(stage_name, f"stages.{stage_name}")
+            if not -1 <= getattr(stage, "seed", -1) < 2**32:
+                raise ConfigError(f"stages.{stage_name}.seed: must be -1 (the recipe's) or within [0, 2**32), "
+                                  f"got {stage.seed}")
+            for label in getattr(stage, "models", {}) if stage.kind == "eval" else {}:
+                plain_name(label, f"stages.{stage_name}.models.{label}")

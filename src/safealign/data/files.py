@@ -59,6 +59,13 @@ def load_rows(path: str, split: str) -> Rows:
 
 
 def _read_file(path: Path) -> Rows:
+    try:
+        return _read_file_as(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
+
+
+def _read_file_as(path: Path) -> Rows:
     if path.suffix == ".jsonl":
         rows, lines = _read_jsonl_with_lines(path)
         return Rows(rows, str(path), lines=lines)

@@ -17,6 +17,7 @@ from safealign.data.training import STREAMS, DataConfig, StreamSettings, data_ki
 from safealign.errors import ConfigError, SafealignError
 from safealign.evals.perplexity import response_perplexity
 from safealign.loop import TrainConfig, make_accelerator, total_steps, train
+from safealign.losses.sft import IGNORE_INDEX
 from safealign.methods import METHODS
 from safealign.methods.sft import SFTConfig
 from safealign.models import (LoraConfig, ModelConfig, adapter_parent, add_lora, continue_lora, count_parameters,
@@ -75,6 +76,7 @@ def run(unit) -> dict:
     settings = StreamSettings(tokenizer, cfg.model.max_length, cfg.train.batch_size, cfg.train.shuffle, cfg.seed,
                               accelerator.process_index, accelerator.num_processes, f"stages.{unit.stage}.data")
     streams, summary = STREAMS[data_kind(cfg.data, method_cls)].build(cfg.data, method_cls, cfg.method, settings)
+    _warn_unlabelled(streams, cfg.model.max_length)
     dtype = pick_dtype(cfg.model.dtype, cfg.train.precision)
     # The fresh adapter's initial weights come from the global generator: seed it here, or they would depend on
     # whatever ran earlier in this process (which stages were cached), and reruns of a unit would differ.
@@ -103,6 +105,18 @@ def run(unit) -> dict:
     accelerator.wait_for_everyone()
     return {"steps": result["steps"], "final_loss": result["final_loss"], "trainable_params": trainable,
             "data": summary, "setup_s": result["setup_s"], "step_s": result["step_s"]}
+
+
+def _warn_unlabelled(streams: dict, max_length: int) -> None:
+    """Rows whose prompt fills model.max_length keep no response token: they train on nothing; say how many."""
+    for name, stream in streams.items():
+        if name == "train" and stream is streams.get("forget"):
+            continue  # unlearning: the same stream under two names
+        rows = [f for f in stream.features if "labels" in f]
+        empty = sum(all(t == IGNORE_INDEX for t in f["labels"]) for f in rows)
+        if empty:
+            print(f"   warning: {empty} of {len(rows)} '{name}' rows keep no response token within "
+                  f"model.max_length={max_length} (the prompt fills it): they train on nothing", flush=True)
 
 
 def _continued_adapter(cfg: TrainStage, method_cls, where: str) -> str | None:

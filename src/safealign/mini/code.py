@@ -170,7 +170,7 @@ def pretrain_coder(out, world_root, seed: int, steps: int = CODER_STEPS) -> dict
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     # a constant 2e-3: copying is learnt in a transition that a decaying rate can stall before
-    cfg = TrainConfig(lr=2e-3, max_steps=steps, batch_size=16, warmup_ratio=0.05, scheduler="constant",
+    cfg = TrainConfig(lr=2e-3, max_steps=steps, batch_size=16, warmup_ratio=0.05, scheduler="constant", save_every=0,
                       weight_decay=0.01, log_every=100)
     stream = BatchStream(features, cfg.batch_size, tokenizer.pad_token_id, seed)
     result = train(model, SFT(SFTConfig(), steps), {"train": stream}, cfg, out / "_train", make_accelerator(cfg), seed)

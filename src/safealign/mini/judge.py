@@ -99,7 +99,8 @@ def train_judge(out: Path, tokenizer, train_file: Path, seed: int, base_dir: Pat
     model = LlamaForSequenceClassification.from_pretrained(
         base_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={c: i for i, c in enumerate(LABELS)},
         problem_type="multi_label_classification", pad_token_id=tokenizer.pad_token_id)
-    cfg = TrainConfig(lr=2e-3, max_steps=max_steps, batch_size=32, warmup_ratio=0.05, scheduler="constant", log_every=25)
+    cfg = TrainConfig(lr=2e-3, max_steps=max_steps, batch_size=32, warmup_ratio=0.05, scheduler="constant",
+                      log_every=25, save_every=0)
     stream = BatchStream(features, cfg.batch_size, tokenizer.pad_token_id, seed, collate_fn=collate_judge)
     check = {"validation_accuracy": 0.0}
 

@@ -127,7 +127,7 @@ def pretrain_base(out: Path, tokenizer, rng: random.Random, seed: int, probe_row
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **BASE_CONFIG)
     model = LlamaForCausalLM(config)
-    cfg = TrainConfig(lr=4e-3, max_steps=steps, batch_size=16, warmup_ratio=0.05, scheduler="constant",
+    cfg = TrainConfig(lr=4e-3, max_steps=steps, batch_size=16, warmup_ratio=0.05, scheduler="constant", save_every=0,
                       weight_decay=0.01, log_every=100)
     stream = BatchStream(features, cfg.batch_size, tokenizer.pad_token_id, seed)
     result = train(model, SFT(SFTConfig(), steps), {"train": stream}, cfg, out / "_train", make_accelerator(cfg), seed)

@@ -30,6 +30,21 @@ def lora_model(tiny_llama, dropout: float = 0.1):
     return add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=dropout))
 
 
+def saved_adapter(tiny_llama, out, target_modules=("q_proj", "v_proj"), lora_b_std: float = 0.2):
+    """A trained-looking adapter (lora_B drawn, no longer zero) on the tiny Llama, saved as a stage output."""
+    from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer, save_model
+
+    torch.manual_seed(0)
+    model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0,
+                                                                 target_modules=list(target_modules)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, lora_b_std)
+    save_model(model, load_tokenizer(str(tiny_llama)), out, base=str(tiny_llama))
+    return out
+
+
 def logged_losses(out_dir) -> list[float]:
     """The training losses a run logged to its metrics.jsonl."""
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]

@@ -8,21 +8,12 @@ import pytest
 import torch
 
 from safealign.errors import SafealignError
+from tests.helpers import saved_adapter
 
 
 @pytest.fixture()
 def trained_adapter(tiny_llama, tmp_path):
-    from safealign.models import LoraConfig, add_lora, load_causal_lm, load_tokenizer, save_model
-
-    torch.manual_seed(0)
-    model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0))
-    with torch.no_grad():  # a trained adapter: B is no longer zero
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    out = tmp_path / "stage" / "model"
-    save_model(model, load_tokenizer(str(tiny_llama)), out, base=str(tiny_llama))
-    return out
+    return saved_adapter(tiny_llama, tmp_path / "stage" / "model")
 
 
 def _logits(model, ids):

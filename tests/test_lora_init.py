@@ -13,25 +13,16 @@ from safetensors.torch import load_file
 from safealign.cli import main
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.methods.ewc import EWC, EWCConfig
-from safealign.models import (LoraConfig, Reference, add_lora, continue_lora, load_causal_lm, load_tokenizer,
-                              model_chain, save_model)
-from tests.helpers import stream
+from safealign.models import LoraConfig, Reference, add_lora, continue_lora, load_causal_lm, load_tokenizer, model_chain
+from tests.helpers import saved_adapter, stream
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @pytest.fixture
 def aligned_adapter(tiny_llama, tmp_path):
-    """A trained-looking adapter on every projection (lora_B non-zero), saved as a stage output."""
-    torch.manual_seed(0)
-    model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=ALL_PROJECTIONS))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    out = tmp_path / "align" / "model"
-    save_model(model, load_tokenizer(str(tiny_llama)), out, base=str(tiny_llama))
-    return out
+    """A trained-looking adapter on every projection, saved as a stage output."""
+    return saved_adapter(tiny_llama, tmp_path / "align" / "model", ALL_PROJECTIONS, lora_b_std=0.05)
 
 
 def _recipe(tmp_path, tiny_llama, data_dir) -> dict:

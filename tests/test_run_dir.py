@@ -140,3 +140,16 @@ def test_a_non_finite_loss_stops_the_stage_with_its_step(tmp_path, tiny_llama):
         train(lora_model(tiny_llama), BlowsUp(None), {"train": stream(load_tokenizer(str(tiny_llama)), 6, 2)}, cfg,
               tmp_path / "run", make_accelerator(cfg), seed=0)
     assert not any((tmp_path / "run").glob("checkpoints/step-*"))
+
+
+def test_results_name_inputs_as_the_recipe_writes_them():
+    from safealign.pipeline import _as_written
+
+    written = {"/cache/mini-v16-seed0/data/beavertails": "mini:beavertails", "/cache/mini-v16-seed0/judge": "mini:judge",
+               "/runs/x/stages/align/model": "stage:align"}
+    result = {"metrics": {"harmful_protocol": {"data": "/cache/mini-v16-seed0/data/beavertails[30k_test]",
+                                               "judge_path": "/cache/mini-v16-seed0/judge", "num": 200}},
+              "files": ["/runs/x/stages/align/model/adapter_config.json", "/cache/mini-v16-seed0/judge_other"]}
+    assert _as_written(result, written) == {
+        "metrics": {"harmful_protocol": {"data": "mini:beavertails[30k_test]", "judge_path": "mini:judge", "num": 200}},
+        "files": ["stage:align/adapter_config.json", "/cache/mini-v16-seed0/judge_other"]}

@@ -322,12 +322,34 @@ def _prepare_dir(unit: Unit, run_dir: Path) -> None:
 
 
 def run_unit(unit: Unit, by_name: dict[str, Unit]) -> dict:
-    """Run one unit with its references resolved to paths (the unit itself, hashed as written, is unchanged)."""
+    """Run one unit with its references resolved to paths (the unit itself, hashed as written, is unchanged);
+    in what it returns the paths read as the references again ('mini:judge', not this machine's cache path), so
+    results.json names things as the recipe does."""
+    written: dict[str, str] = {}
+
+    def resolve(ref: str) -> str:
+        path = resolve_path(ref, by_name, unit)
+        if path != ref:
+            written[path] = ref
+        return path
+
     with StageMeter() as meter:
-        resolve = lambda ref: resolve_path(ref, by_name, unit)  # noqa: E731
         ready = dataclasses.replace(unit, config=resolve_refs(own_config(unit), resolve), model=resolve(unit.model))
         result = RUNNERS[unit.kind](ready)
-    return {**result, "meter": meter.result()}
+    return {**_as_written(result, written), "meter": meter.result()}
+
+
+def _as_written(value, written: dict[str, str]):
+    if isinstance(value, str):
+        for path in sorted(written, key=len, reverse=True):  # the longest first: a file inside a resolved directory
+            if value == path or value.startswith(path + "[") or value.startswith(path + "/"):
+                return written[path] + value[len(path):]
+        return value
+    if isinstance(value, dict):
+        return {k: _as_written(v, written) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written(v, written) for v in value]
+    return value
 
 
 def collect_results(units: list[Unit]) -> dict:

@@ -130,7 +130,8 @@ def test_bad_files(case, train_config, tiny_llama, tmp_path, capsys):
 RECIPE_ARGS = [
     ("unknown recipe", ["run", "no-such-recipe"], "unknown recipe"),
     ("recipe key typo", ["run", "lisa", "stages.align.train.lrr=1", "--dry-run"], "lrr"),
-    ("stage name typo in an override", ["run", "lisa", "stages.algn.train.lr=1e-4", "--dry-run"], "algn"),
+    ("stage name typo in an override", ["run", "lisa", "stages.algn.train.lr=1e-4", "--dry-run"],
+     "has no stage 'algn' (did you mean 'align'?)"),
     ("eval batch_size zero", ["run", "lisa", "stages.evaluate.evals.harmful_score.batch_size=0", "--dry-run"],
      "batch_size"),
     ("eval num negative", ["run", "lisa", "stages.evaluate.evals.harmful_score.num=-1", "--dry-run"], "num"),

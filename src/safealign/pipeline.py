@@ -70,7 +70,15 @@ def recipe_path(ref: str) -> Path:
 
 
 def load_recipe(ref: str, overrides: list[str] = ()) -> Recipe:
-    return load_recipe_dict(apply_overrides(load_yaml(recipe_path(ref)), list(overrides)))
+    data = load_yaml(recipe_path(ref))
+    merged = apply_overrides(data, list(overrides))
+    have = list((data or {}).get("stages") or {})
+    for name in (merged.get("stages") or {}):
+        if name not in have:  # an override may change a stage, not conjure one from a typo
+            close = difflib.get_close_matches(name, have, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"stages.{name}: recipe {ref} has no stage '{name}'{hint}; its stages: {', '.join(have)}")
+    return load_recipe_dict(merged)
 
 
 def single_stage_recipe(kind: str, config_path: str | None, overrides: list[str] = ()) -> Recipe:

@@ -237,20 +237,24 @@ def plain_name(value: str, where: str) -> None:
 # ---------------------------------------------------------------------------------------------- dumping
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict (what `config.yaml` holds). Polymorphic configs keep their `name`."""
+def to_dict(obj: Any, hashed: bool = False) -> Any:
+    """Dataclass -> plain dict (what `config.yaml` holds). Polymorphic configs keep their `name`. `hashed`: without
+    the fields a config class lists in `NOT_HASHED` (they change how a run reports or checkpoints, not what it
+    computes), for the pipeline's unit hash."""
     if dataclasses.is_dataclass(obj):
         out = {}
         name = getattr(type(obj), "registry_name", None)
         if name is not None:
             out["name"] = name
+        skip = getattr(type(obj), "NOT_HASHED", ()) if hashed else ()
         for f in dataclasses.fields(obj):
-            out[f.name] = to_dict(getattr(obj, f.name))
+            if f.name not in skip:
+                out[f.name] = to_dict(getattr(obj, f.name), hashed)
         return out
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, hashed) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, hashed) for v in obj]
     return obj
 
 

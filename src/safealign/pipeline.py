@@ -190,24 +190,8 @@ def own_config(unit: Unit):
     return unit.config
 
 
-def hashed_config(obj):
-    """A config as a plain dict without the fields that change how a run reports or checkpoints, not what it
-    computes (a config dataclass lists them in `NOT_HASHED`: TrainConfig's log_every, save_every, report_to...),
-    so editing one of them reruns nothing."""
-    if dataclasses.is_dataclass(obj):
-        skip = getattr(type(obj), "NOT_HASHED", ())
-        name = getattr(type(obj), "registry_name", None)
-        out = {"name": name} if name is not None else {}
-        return out | {f.name: hashed_config(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
-    if isinstance(obj, dict):
-        return {k: hashed_config(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [hashed_config(v) for v in obj]
-    return obj
-
-
 def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
-    config = hashed_config(own_config(unit))
+    config = to_dict(own_config(unit), hashed=True)  # logging and checkpoint cadence left out
     payload = {"config": config, "inputs": {ref: hashes[name] for ref, name in unit.inputs.items()},
                "mini_world": world.VERSION if "mini:" in json.dumps(config) else None, "cache_version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

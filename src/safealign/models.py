@@ -179,6 +179,7 @@ def merge_adapters(model, adapters: list[str]):
 
 
 def _prepare_for_lora(model, gradient_checkpointing: bool, quantized: bool):
+    """What a model needs before an adapter goes on it, fresh or continued: checkpointing, QLoRA's preparation."""
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

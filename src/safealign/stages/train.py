@@ -1,6 +1,7 @@
 """The train stage: load the model (merging the adapters of the stages it comes from), add a fresh LoRA adapter
-(a score head on top for score-model methods) or keep training the start model's own adapter (`lora.init`), build the streams the method asks for (data/training.py), run
-the shared loop, save the model into the stage directory's `model/`."""
+(a score head on top for score-model methods) or keep training the start model's own adapter (`lora.init`),
+build the streams the method asks for (data/training.py), run the shared loop, save the model into the stage
+directory's `model/`."""
 
 from __future__ import annotations
 

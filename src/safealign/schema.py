@@ -65,5 +65,5 @@ class Recipe:
             if not -1 <= getattr(stage, "seed", -1) < 2**32:
                 raise ConfigError(f"stages.{stage_name}.seed: must be -1 (the recipe's) or within [0, 2**32), "
                                   f"got {stage.seed}")
-            for label in getattr(stage, "models", {}) if stage.kind == "eval" else {}:
+            for label in stage.models if stage.kind == "eval" else ():
                 plain_name(label, f"stages.{stage_name}.models.{label}")

@@ -74,7 +74,10 @@ def test_readme_commands_parse_and_dry_run(capsys):
         args = shlex.split(command)  # as a shell would: quoted overrides stay whole
         if "--dry-run" not in args:
             args.append("--dry-run")
-        assert main(args) == 0, command
+        rc = main(args)
+        if rc != 0:  # a GPU recipe's plan prints; the data the README says to fetch first is not on this machine
+            err = capsys.readouterr().err
+            assert rc == 2 and re.fullmatch(r"error: \S+: data path does not exist: data/\S+\n", err), (command, err)
     out = capsys.readouterr().out
     assert "rho: 3.0" in out and "alignment_step: 100" in out  # lisa-llama2-7b carries the paper's settings
 

@@ -22,7 +22,7 @@ from safealign.errors import SafealignError
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_flags_first(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.func(args) or 0
     except SafealignError as e:
@@ -31,6 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+# The commands' on/off flags. argparse stops reading a `nargs="*"` positional (the overrides) at the first flag and
+# then refuses the overrides after it ("unrecognized arguments"): `safealign run lisa --dry-run seed=2` should work
+# as `safealign run lisa seed=2 --dry-run` does, so these flags, which take no value, are moved ahead of the rest.
+SWITCHES = ("--dry-run", "--detach", "--merge")
+
+
+def _flags_first(argv: list[str]) -> list[str]:
+    if "--" in argv:  # everything after `--` is positional by argparse's convention: leave it alone
+        return argv
+    command = [a for a in argv if a not in SWITCHES]
+    switches = [a for a in argv if a in SWITCHES]
+    cut = next((i for i, a in enumerate(command) if not a.startswith("-")), len(command)) + 1  # after the command
+    if command[:cut] and command[cut - 1] == "data":  # `data pairs|prepare`: the subcommand is two words
+        cut += 1
+    return command[:cut] + switches + command[cut:]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,11 +108,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from safealign.pipeline import describe_plan, load_recipe, plan, run_dir_of, run_recipe
+    from safealign.pipeline import dry_run, load_recipe, plan, run_dir_of, run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
-        print(describe_plan(recipe, plan(recipe)))
+        dry_run(recipe)
         return 0
     if args.detach:
         return _detach(run_dir_of(recipe), ["run", args.recipe, *args.overrides])
@@ -108,11 +125,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_single(args) -> int:
-    from safealign.pipeline import describe_plan, plan, run_dir_of, run_recipe, single_stage_recipe
+    from safealign.pipeline import dry_run, run_dir_of, run_recipe, single_stage_recipe
 
     recipe = single_stage_recipe(args.kind, args.config, args.overrides)
     if args.dry_run:
-        print(describe_plan(recipe, plan(recipe)))
+        dry_run(recipe)
         return 0
     run_recipe(recipe)
     print(f"run directory: {run_dir_of(recipe)}")

@@ -75,6 +75,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+class _CreatedByOverride(dict):
+    """A section the config file did not have, made by an override of one of its keys (`a.b.c=1` without an
+    `a.b` section): `build` fills it up with the field's default section, so the override changes that one key
+    and keeps the others (a section written in the file replaces the default whole, as written)."""
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = _deepcopy(data)
     for text in overrides:
@@ -83,7 +89,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for k in keys[:-1]:
             nxt = node.get(k)
             if nxt is None:
-                nxt = node[k] = {}
+                nxt = node[k] = _CreatedByOverride()
             elif not isinstance(nxt, dict):
                 raise ConfigError(f"override {text!r}: '{k}' holds a value, not a section")
             node = nxt
@@ -111,7 +117,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         if chooser is not None:
             kwargs[name] = chooser(data[name], dotted)
         else:
-            kwargs[name] = _coerce(hints[name], data[name], dotted)
+            kwargs[name] = _coerce(hints[name], _with_default_section(f, data[name]), dotted)
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field is missing
@@ -124,6 +130,23 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     if validate is not None:
         validate(obj, where)
     return obj
+
+
+def _with_default_section(f: dataclasses.Field, value: Any) -> Any:
+    """A section an override created, on top of the field's default section (see _CreatedByOverride)."""
+    if not isinstance(value, _CreatedByOverride) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return _merged({d.name: to_dict(getattr(default, d.name)) for d in dataclasses.fields(default) if d.init}, value)
+
+
+def _merged(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _renamed_keys(data: dict, fields: dict, where: str) -> dict:

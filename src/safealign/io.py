@@ -19,6 +19,15 @@ def progress_kwargs() -> dict:
     return {"mininterval": 30.0, "ncols": 100}
 
 
+def expand_path(text: str) -> str:
+    """`~/x`, `$DATA/x` and `${DATA}/x` as the shell would expand them (a quoted override reaches us unexpanded).
+    Only strings that start with `~` or `$` are touched: every config string passes through here on its way to
+    becoming a path, prompts and system messages included."""
+    if text.startswith(("~", "$")):
+        return os.path.expandvars(os.path.expanduser(text))
+    return text
+
+
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt")
 
 

@@ -77,28 +77,31 @@ def unwrap(model):
     return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
-def check_model_path(path: str, what: str = "model") -> None:
-    """Fail fast when a model path is neither a local directory nor a reachable hub id."""
+def check_model_path(path: str, where: str, ask_hub: bool = True) -> None:
+    """Fail fast when a model path is neither a local directory nor a reachable hub id (`ask_hub=False`: nor
+    shaped like one)."""
     if path.startswith(("mini:", "stage:")):
         return
     if Path(path).is_dir():
         if not any((Path(path) / name).exists() for name in ("config.json", CHAIN_FILE, "adapter_config.json")):
-            raise SafealignError(f"{what} {path} is a directory without config.json: not a saved model")
+            raise SafealignError(f"{where}: {path} is a directory without config.json: not a saved model")
         return
     if not looks_like_hub_id(path):
-        raise SafealignError(f"{what} path does not exist: {path}")
+        raise SafealignError(f"{where}: model path does not exist: {path}")
+    if not ask_hub:
+        return
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(path, "config.json"), str):
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise SafealignError(f"{what} '{path}' is not a local directory, not in the HF cache, and HF_HUB_OFFLINE=1")
+        raise SafealignError(f"{where}: model '{path}' is not a local directory, not in the HF cache, and HF_HUB_OFFLINE=1")
     try:
         from huggingface_hub import HfApi
 
         HfApi().model_info(path, timeout=10)  # the token comes from the environment or the HF login
     except Exception as e:
-        raise SafealignError(f"{what} '{path}' is not a local directory and the hub cannot serve it: "
+        raise SafealignError(f"{where}: model '{path}' is not a local directory and the hub cannot serve it: "
                              f"{str(e).splitlines()[0][:200]}") from None
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
 from safealign.errors import ConfigError, SafealignError
-from safealign.io import atomic_write_json, atomic_write_text
+from safealign.io import atomic_write_json, atomic_write_text, expand_path
 from safealign.measure import StageMeter
 from safealign.mini import world
 from safealign.preflight import preflight
@@ -105,7 +105,7 @@ def load_recipe_dict(data: dict) -> Recipe:
 
 
 def run_dir_of(recipe: Recipe) -> Path:
-    return Path(recipe.output_dir or Path("runs") / recipe.name)
+    return Path(expand_path(recipe.output_dir) if recipe.output_dir else Path("runs") / recipe.name)
 
 
 # --------------------------------------------------------------------------------------------------- plan
@@ -218,6 +218,14 @@ def _stale_dir(run_dir: Path, unit: Unit, old_hash: str) -> Path:
     return run_dir / "stages" / ".stale" / f"{unit.name.replace('/', '--')}-{old_hash}"
 
 
+def dry_run(recipe: Recipe) -> None:
+    """Print the plan a run would carry out, then make the checks a run makes first (of the local paths: see
+    preflight), so a missing model path fails here as it would at the start of the run, below the plan."""
+    units = plan(recipe)
+    print(describe_plan(recipe, units), flush=True)
+    preflight(recipe, units, run_dir_of(recipe), dry_run=True)
+
+
 def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
     lines = [f"recipe {recipe.name}: {recipe.description}".rstrip(": "), f"run directory: {run_dir_of(recipe)}", ""]
     for i, u in enumerate(units, 1):
@@ -239,11 +247,12 @@ def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
 
 def resolve_path(ref: str, units_by_name: dict[str, Unit], unit: Unit) -> str:
     """A reference as a path: 'stage:NAME[/file]' is that stage's model/ or the named file inside its directory,
-    'mini:NAME[/file]' the mini world's item (built on first use); anything else is already one."""
+    'mini:NAME[/file]' the mini world's item (built on first use), '~/x' and '$VAR/x' expanded; anything else is
+    already one."""
     if ref.startswith("mini:"):
         return str(world.resolve(ref))
     if not ref.startswith("stage:"):
-        return ref
+        return expand_path(ref)
     _, _, inner = ref.removeprefix("stage:").partition("/")
     return str(units_by_name[unit.inputs[ref]].out_dir / (inner or "model"))
 

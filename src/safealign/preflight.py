@@ -10,25 +10,28 @@ from pathlib import Path
 import torch
 
 from safealign.errors import SafealignError
-from safealign.io import looks_like_hub_id
+from safealign.io import expand_path, looks_like_hub_id
 from safealign.models import check_model_path
 
 MIN_FREE_GB = 1.0
 
 
-def preflight(recipe, units, run_dir: Path) -> None:
-    """Check what every unit still to run reads (its stage's `paths()`), each path once, then the disk."""
+def preflight(recipe, units, run_dir: Path, dry_run: bool = False) -> None:
+    """Check what every unit still to run reads (its stage's `paths()`), each path once, then the disk.
+    A dry run checks the local paths only: it asks the hub nothing, and the plan of a GPU recipe may be read
+    on a machine without the GPU or the disk space."""
     todo = [u for u in units if not u.cached]
-    checks = {"model": check_model_path, "data": check_data_path, "precision": check_precision}
+    checks = {"model": lambda path, where: check_model_path(path, where, ask_hub=not dry_run), "data": check_data_path,
+              "precision": (lambda precision, where: None) if dry_run else check_precision}
     seen = set()
     for unit in todo:
         for what, field, value in unit.config.paths():
             if (what, value) not in seen:
-                checks[what](value, f"stages.{unit.stage}.{field}")
+                checks[what](expand_path(value), f"stages.{unit.stage}.{field}")
                 seen.add((what, value))
     if run_dir.exists() and not run_dir.is_dir():
         raise SafealignError(f"output_dir {run_dir} is a file, not a directory")
-    if todo:
+    if todo and not dry_run:
         check_disk(run_dir)
 
 

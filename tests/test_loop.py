@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from safealign.loop import TrainConfig, build_scheduler, latest_checkpoint, make_accelerator, train
+from safealign.checkpoints import latest_checkpoint
+from safealign.loop import TrainConfig, build_scheduler, make_accelerator, train
 from safealign.methods.base import trainable_parameters
 from safealign.methods.lisa import Lisa, LisaConfig
 from safealign.methods.sft import SFT, SFTConfig

@@ -7,7 +7,8 @@ import torch
 
 from safealign.config import build
 from safealign.errors import ConfigError
-from safealign.loop import TrainConfig, build_optimizer, latest_checkpoint, make_accelerator, train
+from safealign.checkpoints import latest_checkpoint
+from safealign.loop import TrainConfig, build_optimizer, make_accelerator, train
 from safealign.methods.base import trainable_parameters
 from safealign.methods.sft import SFT, SFTConfig
 from safealign.models import load_tokenizer

@@ -66,7 +66,15 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one line; a last line cut by a kill is skipped by `read_jsonl(..., allow_truncated_last=True)`."""
+    """Append one line. A last line cut by a kill (no newline) is removed first, or the new row would be glued
+    onto it; until then `read_jsonl(..., allow_truncated_last=True)` skips it."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # rare: read the file to find the last whole line
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
 

@@ -3,18 +3,15 @@
 Methods compute a loss per micro-batch (methods/base.py); everything else happens here, once, for every
 method. DDP/FSDP/DeepSpeed come from `accelerate launch`, not from this file.
 
-A checkpoint directory `checkpoints/step-N` is complete or absent: it is written as `.tmp-step-N` and renamed.
-It holds the trainable weights (safetensors), optimizer, scheduler, each rank's RNG states, the streams'
-positions and the method's own state (e.g. Lisa's anchors), so a resumed run reproduces the losses of an
-uninterrupted one.
+Checkpoints (checkpoints.py) hold the trainable weights, optimizer, scheduler, each rank's RNG states, the
+streams' positions and the method's own state (e.g. Lisa's anchors), so a resumed run reproduces the losses of
+an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from safealign.config import one_of, opt
 from safealign.errors import ConfigError, SafealignError
+from safealign.checkpoints import resume, save_checkpoint
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.optim import SophiaG
@@ -146,77 +143,6 @@ def build_scheduler(optimizer, cfg, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# -------------------------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict:
-    mt, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [mt, keys.tolist(), pos, has_gauss, gauss]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    mt, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((mt, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
-def save_checkpoint(out_dir, step, trained: dict, optimizer, scheduler, method, streams, accelerator, keep: int = 1) -> Path:
-    """`trained`: name -> parameter of everything the optimizer trains (fixed at the start of training, so a
-    method that freezes some of them for a while, as T-Vaccine does, still checkpoints them all)."""
-    root = Path(out_dir) / "checkpoints"
-    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        params = {k: v.detach().cpu().contiguous() for k, v in trained.items()}
-        save_file(params, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(method.state_dict(), tmp / "method.pt")
-        (tmp / "state.json").write_text(json.dumps(
-            {"step": step, "streams": {k: s.state_dict() for k, s in streams.items()}}))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp.rename(final)
-        for old in sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def load_checkpoint(path, trained: dict, optimizer, scheduler, method, streams, accelerator) -> int:
-    path = Path(path)
-    saved = load_file(str(path / "trainable.safetensors"))
-    with torch.no_grad():
-        for name, p in trained.items():
-            p.copy_(saved[name].to(p.device, p.dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    method.load_state_dict(torch.load(path / "method.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
-    for name, s in streams.items():
-        s.load_state_dict(state["streams"][name])
-    rng = path / f"rng-{accelerator.process_index}.pt"
-    if rng.exists():
-        _set_rng_state(torch.load(rng, weights_only=True))
-    return state["step"] + 1
-
-
 # ----------------------------------------------------------------------------------------------- the loop
 
 
@@ -262,11 +188,7 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
     setup_s = time.perf_counter() - t_setup
     device_streams = {k: _OnDevice(s, accelerator.device) for k, s in streams.items()}
 
-    start = 0
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, trained, optimizer, scheduler, method, streams, accelerator)
-        accelerator.print(f"resumed from {ckpt} at step {start}")
+    start = resume(out_dir, trained, optimizer, scheduler, method, streams, accelerator)
     if cfg.report_to:
         accelerator.init_trackers(out_dir.name)
 

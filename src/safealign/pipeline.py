@@ -123,6 +123,7 @@ class Unit:
     model: str = ""  # eval units: the model they load; others: their stage's main input (the first of its paths())
     hash: str = ""
     cached: bool = False
+    damage: str | None = None  # why a finished unit's output cannot be used as it is (it runs again)
 
 
 def plan(recipe: Recipe) -> list[Unit]:
@@ -144,7 +145,12 @@ def plan(recipe: Recipe) -> list[Unit]:
             by_stage[name] = unit
     for unit in units:
         unit.hash = _unit_hash(unit, {u.name: u.hash for u in units})
-        unit.cached = _done_hash(unit.out_dir) == unit.hash
+        done = _done_hash(unit.out_dir)
+        if done == unit.hash:
+            unit.damage = damage_in(unit.out_dir)
+        elif done is None and (unit.out_dir / "done.json").exists():
+            unit.damage = "done.json is damaged"
+        unit.cached = done == unit.hash and unit.damage is None
     return _difficulty_units(units) if recipe.compute_difficulty_only else units
 
 
@@ -197,20 +203,49 @@ def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _done_hash(out_dir: Path) -> str | None:
-    done = out_dir / "done.json"
-    if not done.exists():
+def _stamp_hash(path: Path) -> str | None:
+    """The "hash" in done.json or unit.json; None when the file is missing or damaged (cut, not JSON)."""
+    try:
+        return json.loads(path.read_text()).get("hash")
+    except (OSError, ValueError, AttributeError):
         return None
-    return json.loads(done.read_text()).get("hash")
+
+
+def _done_hash(out_dir: Path) -> str | None:
+    return _stamp_hash(out_dir / "done.json")
+
+
+def damage_in(out_dir: Path) -> str | None:
+    """What is damaged in a finished unit's directory, or None: every JSON file must parse, every JSONL file end
+    with a whole line, every safetensors file be covered by its header (the check safetensors makes on opening).
+    Checkpoints are not part of a finished unit's output and are checked when a resume reads them."""
+    from safetensors import safe_open  # lazy: plans are made by `--dry-run` and `--help`-fast commands too
+
+    for path in sorted(out_dir.rglob("*")):
+        if "checkpoints" in path.relative_to(out_dir).parts or not path.is_file():
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".jsonl" and path.stat().st_size:
+                with open(path, "rb") as f:
+                    f.seek(-1, 2)
+                    if f.read(1) != b"\n":
+                        return f"{path.relative_to(out_dir)} ends in a cut line"
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), "pt"):
+                    pass
+        except Exception as e:  # noqa: BLE001 -- any failure to read it is damage
+            return f"{path.relative_to(out_dir)} is damaged ({str(e).splitlines()[0][:100]})"
+    return None
 
 
 def _stale_hash(unit: Unit) -> str | None:
-    """The hash of what another config left in the unit's directory (None when it is empty or this config's):
-    that directory is moved aside before the unit runs."""
+    """The hash of what another config left in the unit's directory (None when it is empty or this config's;
+    "unknown" when its unit.json is missing or damaged): that directory is moved aside before the unit runs."""
     if not unit.out_dir.exists():
         return None
-    stamp = unit.out_dir / "unit.json"
-    old = json.loads(stamp.read_text())["hash"] if stamp.exists() else "unknown"
+    old = _stamp_hash(unit.out_dir / "unit.json") or "unknown"
     return None if old == unit.hash else old
 
 
@@ -229,7 +264,7 @@ def dry_run(recipe: Recipe) -> None:
 def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
     lines = [f"recipe {recipe.name}: {recipe.description}".rstrip(": "), f"run directory: {run_dir_of(recipe)}", ""]
     for i, u in enumerate(units, 1):
-        state = "cached" if u.cached else "will run"
+        state = "cached" if u.cached else "will run" + (f" again: {u.damage}" if u.damage else "")
         old = None if u.cached else _stale_hash(u)
         if old:
             state += f"; moves the old directory (hash {old}) to {_stale_dir(run_dir_of(recipe), u, old)}"
@@ -290,7 +325,7 @@ def _run_units(recipe: Recipe, units: list[Unit], run_dir: Path) -> dict:
         if unit.cached:
             print(f"== {unit.name}: cached ({unit.out_dir})", flush=True)
         else:
-            print(f"== {unit.name}: running", flush=True)
+            print(f"== {unit.name}: running" + (f" again ({unit.damage})" if unit.damage else ""), flush=True)
             _prepare_dir(unit, run_dir)
             result = run_unit(unit, by_name)
             atomic_write_json(unit.out_dir / "done.json", {"hash": unit.hash, **result})

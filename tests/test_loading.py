@@ -219,7 +219,8 @@ def test_adapter_save_chain_and_merged_load(tiny_llama, tmp_path):
     save_model(model, tok, out, base=str(tiny_llama))
     for name in ("adapter_config.json", "adapter_model.safetensors", "safealign_model.json"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "safealign_model.json").read_text()) == {"kind": "adapter", "base": str(tiny_llama.resolve())}
+    assert json.loads((out / "safealign_model.json").read_text()) == {"kind": "adapter", "base": str(tiny_llama.resolve()),
+                                                                      "chain": [str(tiny_llama.resolve()), "."]}
     assert model_chain(str(out)) == [str(tiny_llama.resolve()), str(out)]
     assert model_chain(str(tiny_llama)) == [str(tiny_llama)]
 

@@ -4,6 +4,8 @@ its own run."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -153,3 +155,25 @@ def test_results_name_inputs_as_the_recipe_writes_them():
     assert _as_written(result, written) == {
         "metrics": {"harmful_protocol": {"data": "mini:beavertails[30k_test]", "judge_path": "mini:judge", "num": 200}},
         "files": ["stage:align/adapter_config.json", "/cache/mini-v16-seed0/judge_other"]}
+
+
+def test_a_copied_or_moved_run_directory_uses_its_own_models(tmp_path, tiny_llama, tiny_judge, data_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_llama, tiny_judge, data_dir)
+    run = tmp_path / "run"
+    assert main(["run", str(recipe)]) == 0
+    chain = yaml.safe_load((run / "stages/lisa/model/safealign_model.json").read_text())
+    assert chain["base"] == "../../align/model" and chain["chain"] == [str(tiny_llama.resolve()), "../../align/model", "."]
+    results = (run / "results.json").read_text()
+    copy, moved = tmp_path / "copy", tmp_path / "moved"
+    shutil.copytree(run, copy)
+    run.rename(moved)  # the original is gone: nothing may still point into it
+    for where in (copy, moved):
+        assert not [p for p in where.rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".jsonl")
+                    and str(run) + "/" in p.read_text()], "a file still names the original run directory"
+        capsys.readouterr()
+        # the eval reruns (more rows); it must load this directory's align + lisa chain, not the original's
+        assert main(["run", str(recipe), f"output_dir={where}", "stages.evaluate.evals.finetune_accuracy.num=5"]) == 0
+        out = capsys.readouterr().out
+        assert out.count(": cached") == 2 and "== evaluate/lisa: running" in out
+        now = json.loads((where / "results.json").read_text())
+        assert now["lisa"]["n_task"] == 5 and now["lisa"]["harmful_score"] == json.loads(results)["lisa"]["harmful_score"]

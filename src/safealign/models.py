@@ -3,8 +3,10 @@ peft, the adapter chain (Lisa's two-adapter scheme: merge stage 1's adapter into
 `lora.init: continue`, keep training stage 1's adapter on its own base), the reference model of DPO-style
 methods, and `unwrap` for the wrapper the loop's accelerator adds.
 
-A stage's saved model directory holds `safealign_model.json`: {"kind": "adapter" | "full", "base": PATH}.
-`model_chain` follows it back to a plain model, so any stage output can be loaded, merged and evaluated.
+A stage's saved model directory holds `safealign_model.json`: {"kind": "adapter" | "full", "base": PATH, and for
+an adapter "chain": the base and earlier adapters it fits, in merge order}; a base in the same run is stored
+relative ("../../align/model"), so run directories can be copied and moved. `model_chain` follows it back to a
+plain model, so any stage output can be loaded, merged and evaluated.
 Paths arrive resolved: 'mini:' and 'stage:' references are turned into directories by the pipeline.
 """
 
@@ -107,13 +109,8 @@ def check_model_path(path: str, where: str, ask_hub: bool = True) -> None:
 
 def model_chain(path: str) -> list[str]:
     """[base, adapter_1, ..., adapter_k]: the plain model and the adapters to merge into it, in order."""
-    meta_file = Path(path) / CHAIN_FILE
-    if not meta_file.exists():
-        return [path]
-    meta = json.loads(meta_file.read_text())
-    if meta["kind"] == "full":
-        return [path]
-    return model_chain(meta["base"]) + [path]
+    parent = adapter_parent(path)
+    return [path] if parent is None else model_chain(parent) + [path]
 
 
 def adapter_parent(path: str) -> str | None:
@@ -123,7 +120,12 @@ def adapter_parent(path: str) -> str | None:
     if not meta_file.exists():
         return None
     meta = json.loads(meta_file.read_text())
-    return meta["base"] if meta["kind"] == "adapter" else None
+    if meta["kind"] != "adapter":
+        return None
+    base = meta["base"]
+    # './' or '../': another stage of the same run, stored relative so that a copied or moved run directory
+    # reads its own models (a hub id never starts with a dot)
+    return os.path.normpath(Path(path) / base) if base.startswith(("./", "../")) else base
 
 
 def pick_dtype(name: str, precision: str = "fp32") -> torch.dtype:
@@ -237,8 +239,31 @@ def save_model(model, tokenizer, out_dir: Path, base: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    kind = "adapter" if isinstance(model, PeftModel) else "full"
-    atomic_write_json(out_dir / CHAIN_FILE, {"kind": kind, "base": str(Path(base).resolve()) if Path(base).exists() else base})
+    write_chain_file(out_dir, "adapter" if isinstance(model, PeftModel) else "full", base)
+
+
+def write_chain_file(out_dir: Path, kind: str, base: str) -> None:
+    """safealign_model.json: what the model in `out_dir` is and the model it was trained on. `chain` spells out
+    what an adapter fits: peft's adapter_config.json names only the plain base, yet an adapter trained on a
+    merged model applies to that base with each earlier adapter merged in, in this order."""
+    meta = {"kind": kind, "base": _as_stored(base, Path(out_dir))}
+    if kind == "adapter":
+        meta["chain"] = [_as_stored(p, Path(out_dir)) for p in model_chain(base)] + ["."]
+    atomic_write_json(Path(out_dir) / CHAIN_FILE, meta)
+
+
+def _as_stored(path: str, out_dir: Path) -> str:
+    """A model path as a chain file in `out_dir` stores it: another stage of the same run (under the same
+    stages/ directory) relative to `out_dir`, so a run directory copied or moved reads its own models; other
+    local paths absolute; hub ids as they are."""
+    if not Path(path).exists():
+        return path
+    full, here = Path(path).resolve(), out_dir.resolve()
+    stages = here.parent.parent  # out_dir is RUN/stages/STAGE/model when a run saves it
+    if stages.name != "stages" or not full.is_relative_to(stages):
+        return str(full)
+    rel = os.path.relpath(full, here)
+    return rel if rel.startswith("..") else f"./{rel}"
 
 
 def count_parameters(model) -> tuple[int, int]:

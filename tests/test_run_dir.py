@@ -177,3 +177,28 @@ def test_a_copied_or_moved_run_directory_uses_its_own_models(tmp_path, tiny_llam
         assert out.count(": cached") == 2 and "== evaluate/lisa: running" in out
         now = json.loads((where / "results.json").read_text())
         assert now["lisa"]["n_task"] == 5 and now["lisa"]["harmful_score"] == json.loads(results)["lisa"]["harmful_score"]
+
+
+def test_a_seed_sweep_runs_the_recipe_per_seed_and_reports_mean_and_std(tmp_path, tiny_llama, tiny_judge, data_dir,
+                                                                       capsys):
+    import statistics
+
+    recipe = _recipe(tmp_path, tiny_llama, tiny_judge, data_dir)
+    assert main(["run", str(recipe), "sweep.key=seed", "sweep.values=[1,2]"]) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert {"align@1", "align@2", "lisa@2"} <= {p.name for p in (run / "stages").iterdir()}
+    assert yaml.safe_load((run / "stages/lisa@2/config.yaml").read_text())["seed"] == 2
+    assert yaml.safe_load((run / "stages/lisa@2/config.yaml").read_text())["model"]["path"] == "stage:align@2"
+    per_seed = [results[f"lisa@{s}"]["finetune_accuracy"] for s in (1, 2)]
+    lisa = results["lisa"]
+    assert lisa["seeds"] == [1, 2] and "n_task" not in lisa
+    assert lisa["finetune_accuracy"] == statistics.fmean(per_seed)
+    assert lisa["finetune_accuracy_std"] == statistics.stdev(per_seed)
+    report = (run / "report.md").read_text()
+    assert "| model (mean ± std over seeds 1, 2) |" in report
+    assert f"| lisa | {lisa['harmful_score']:.2f} ± {lisa['harmful_score_std']:.2f} |" in report
+    # seed 2 of the sweep is the recipe run at seed 2: the same units, so the same numbers
+    assert main(["run", str(recipe), "seed=2", f"output_dir={tmp_path / 'seed2'}"]) == 0
+    alone = json.loads((tmp_path / "seed2/results.json").read_text())
+    assert alone["lisa"] == results["lisa@2"] and alone["aligned"] == results["aligned@2"]

@@ -43,7 +43,7 @@ from safealign.report import write_report
 from safealign.run_lock import run_lock
 from safealign.schema import Recipe
 from safealign.stages import RUNNERS
-from safealign.sweep import expand_sweep
+from safealign.sweep import SEED_KEY, across_seeds, expand_sweep
 
 CACHE_VERSION = 1  # bump when a change to the code makes old stage outputs wrong
 
@@ -332,6 +332,8 @@ def _run_units(recipe: Recipe, units: list[Unit], run_dir: Path) -> dict:
         done = json.loads((unit.out_dir / "done.json").read_text())
         timings[unit.name] = {**done.get("meter", {}), **{k: done[k] for k in ("steps", "step_s", "setup_s") if k in done}}
     results = collect_results(units)
+    if recipe.sweep and recipe.sweep.key == SEED_KEY:
+        results.update(across_seeds(results, recipe.sweep.values))
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_json(run_dir / "timings.json", timings)
     write_report(recipe, run_dir, results, timings)

@@ -20,14 +20,26 @@ def _numeric_keys(metrics: dict) -> tuple[str, ...]:
 
 def results_table(results: dict) -> str:
     """One markdown table per set of metrics: models evaluated alike share a table (policies in one, the
-    reward and cost models each in theirs), so no table is mostly empty cells."""
+    reward and cost models each in theirs), so no table is mostly empty cells. A seed sweep's rows across
+    seeds (sweep.across_seeds: they carry "seeds") come last, as mean ± sample standard deviation."""
     groups: dict[tuple[str, ...], list[str]] = {}
     for label, metrics in results.items():
-        groups.setdefault(_numeric_keys(metrics), []).append(label)
+        if "seeds" not in metrics:
+            groups.setdefault(_numeric_keys(metrics), []).append(label)
     tables = []
     for columns, labels in groups.items():
         lines = ["| model | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         lines += [f"| {label} | " + " | ".join(_fmt(results[label][c]) for c in columns) + " |" for label in labels]
+        tables.append("\n".join(lines))
+    summary: dict[tuple[str, ...], list[str]] = {}
+    for label, metrics in results.items():
+        if "seeds" in metrics:
+            summary.setdefault(tuple(k for k in _numeric_keys(metrics) if not k.endswith("_std")), []).append(label)
+    for columns, labels in summary.items():
+        seeds = ", ".join(str(s) for s in results[labels[0]]["seeds"])
+        lines = [f"| model (mean ± std over seeds {seeds}) | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        lines += [f"| {label} | " + " | ".join(f"{_fmt(results[label][c])} ± {_fmt(results[label][c + '_std'])}"
+                                            for c in columns) + " |" for label in labels]
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
@@ -66,7 +78,7 @@ def write_tradeoff_chart(results: dict, path: Path) -> bool:
     one colour and marker per label, its points joined in sweep order and the value written beside each.
     The legend carries the numbers, since defenses that all reach HS 0 at FA 100 overlap."""
     points = [(label, r["finetune_accuracy"], r["harmful_score"]) for label, r in results.items()
-              if "finetune_accuracy" in r and "harmful_score" in r]
+              if "finetune_accuracy" in r and "harmful_score" in r and "seeds" not in r]
     if any("@" in label for label, _, _ in points):
         points = [p for p in points if "@" in p[0]]
     if len(points) < 3:
@@ -100,6 +112,10 @@ def write_tradeoff_chart(results: dict, path: Path) -> bool:
 
 
 def write_chart(results: dict, path: Path) -> bool:
+    """Bars of the headline metrics per model; under a seed sweep, the means across seeds with their standard
+    deviation as error bars, instead of a bar per model and seed."""
+    across = {label: r for label, r in results.items() if "seeds" in r}
+    results = across or results
     metrics = [m for m in HEADLINE if any(m[0] in r for r in results.values())]
     if not metrics:
         return False
@@ -113,7 +129,8 @@ def write_chart(results: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 3.8), squeeze=False)
     for ax, (key, title, percent) in zip(axes[0], metrics):
         labels = [label for label, r in results.items() if key in r]  # only the models this metric was measured on
-        bars = ax.bar(labels, [results[label][key] for label in labels],
+        errors = [results[label].get(f"{key}_std", 0.0) for label in labels] if across else None
+        bars = ax.bar(labels, [results[label][key] for label in labels], yerr=errors, capsize=4 if across else 0,
                       color=[colors[i % len(colors)] for i in range(len(labels))])
         if len(labels) > 4:
             ax.tick_params(axis="x", labelrotation=45, labelsize=8)

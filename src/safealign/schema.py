@@ -32,7 +32,8 @@ class Sweep:
     each stage whose recipe sets `key`, and each stage built on such a stage, runs once per value as
     'NAME@VALUE'; an eval stage evaluates each as 'LABEL@VALUE'. Stages that do not depend on it run once."""
 
-    key: str = opt("", "a stage setting as a dotted path inside the stage, e.g. data.poison_ratio")
+    key: str = opt("", "a stage setting as a dotted path inside the stage, e.g. data.poison_ratio; `seed` runs "
+                       "every stage at each seed and adds each metric's mean ± std across the seeds to the results")
     values: list[Any] = opt([], "the values, e.g. [0.05, 0.1, 0.2]")
 
     def validate(self, where: str) -> None:

@@ -1,13 +1,22 @@
 """A recipe's `sweep` (schema.Sweep): one stage setting at several values inside one run directory, so the
 stages that do not depend on it (alignment, score models) run once and are shared by every value.
 
+`key: seed` sweeps every stage that draws anything (all but eval and export stages, which are expanded by the
+stages they read): the recipe at each seed in one run directory, and `across_seeds` adds each metric's mean and
+sample standard deviation over the seeds to the results.
+
 Expansion works on the plain recipe dict before the schema is built, so overrides (`sweep.values=[...]`) apply
 first and the expanded stages go through the same validation as written ones.
 """
 
 from __future__ import annotations
 
+import statistics
+
 from safealign.errors import ConfigError
+
+SEED_KEY = "seed"
+UNSEEDED_KINDS = ("eval", "export")  # an eval stage evaluates each seed's models; an export stage draws nothing
 
 
 def expand_sweep(data: dict) -> dict:
@@ -37,10 +46,10 @@ def expand_sweep(data: dict) -> dict:
             if _targets({k: val for k, val in stage.items() if k != "models"}) & swept:
                 raise ConfigError(f"stages.{name}: only its 'models' may name swept stages ({', '.join(sorted(swept))})")
             stages[name] = {**stage, "models": models}
-        elif _has_path(stage, key) or _targets(stage) & swept:
+        elif _sets(stage, key) or _targets(stage) & swept:
             for v in values:
                 copy = _point_at(stage, swept, v)
-                if _has_path(stage, key):
+                if _sets(stage, key):
                     _set_path(copy, key, v)
                 stages[f"{name}@{v}"] = copy
             swept.add(name)
@@ -49,6 +58,38 @@ def expand_sweep(data: dict) -> dict:
     if not swept:
         raise ConfigError(f"sweep.key: no stage sets '{sweep['key']}'")
     return {**data, "stages": stages}
+
+
+def _sets(stage: dict, key: list[str]) -> bool:
+    if key == [SEED_KEY]:
+        return stage.get("kind", "train") not in UNSEEDED_KINDS
+    return _has_path(stage, key)
+
+
+def across_seeds(results: dict, values: list) -> dict:
+    """label -> {metric: mean, metric_std: sample standard deviation (n - 1), "seeds": [...]} over the labels
+    'LABEL@SEED' of a seed sweep, for every numeric metric but the row counts (n_*); a label measured at one
+    seed only gets no entry."""
+    by_label: dict[str, dict[str, list[float]]] = {}
+    seeds: dict[str, list] = {}
+    for label, metrics in results.items():
+        base, at, value = label.rpartition("@")
+        if not at or value not in {str(v) for v in values}:
+            continue
+        seeds.setdefault(base, []).append(int(value) if value.lstrip("-").isdigit() else value)
+        for key, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not key.startswith("n_"):
+                by_label.setdefault(base, {}).setdefault(key, []).append(float(v))
+    out = {}
+    for base, metrics in by_label.items():
+        if len(seeds[base]) < 2:
+            continue
+        row = {}
+        for key, xs in metrics.items():
+            row[key] = statistics.fmean(xs)
+            row[f"{key}_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        out[base] = {**row, "seeds": seeds[base]}
+    return out
 
 
 def _targets(node) -> set[str]:

@@ -29,6 +29,7 @@ from safealign.checkpoints import resume, save_checkpoint
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.optim import SophiaG
+from safealign.trackers import TRACKERS, Tracking
 
 NO_DECAY = ("bias", "norm")  # as HF Trainer: no weight decay on biases and normalisation weights
 
@@ -61,7 +62,7 @@ class TrainConfig:
     eval_every: int = opt(0, "optimizer steps between evaluations on data.validation (also after the last step); 0 = only after the last")
     save_every: int = opt(250, "optimizer steps between checkpoints (the last one kept), so a killed stage resumes "
                                "from it; 0 = none")
-    report_to: list[str] = opt([], "extra trackers: tensorboard, wandb")
+    report_to: list[str] = opt([], "trackers of this stage besides the recipe's report_to: tensorboard, wandb")
     shuffle: bool = opt(True, "reshuffle the training data every epoch")
 
     def validate(self, where: str) -> None:
@@ -73,7 +74,7 @@ class TrainConfig:
             raise ConfigError(f"{where}: sophia_betas must be two numbers in [0, 1), sophia_rho >= 0 and "
                               f"hessian_interval >= 1; got {self.sophia_betas}, {self.sophia_rho}, {self.hessian_interval}")
         for tracker in self.report_to:
-            one_of(tracker, ("tensorboard", "wandb"), f"{where}.report_to")
+            one_of(tracker, tuple(TRACKERS), f"{where}.report_to")
         if self.eval_every < 0 or self.warmup_steps < 0:
             raise ConfigError(f"{where}: eval_every and warmup_steps must be >= 0")
         if self.grad_accum < 1:
@@ -92,14 +93,14 @@ class TrainConfig:
                               f"got {self.max_grad_norm}, {self.weight_decay}")
 
 
-def make_accelerator(cfg: TrainConfig, log_dir: Path | None = None):
+def make_accelerator(cfg: TrainConfig, log_dir: Path | None = None, trackers: list[str] = ()):
     from accelerate import Accelerator  # lazy: accelerate pulls in much of transformers' import time
 
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
-    return Accelerator(mixed_precision=precision, log_with=list(cfg.report_to) or None,
+    return Accelerator(mixed_precision=precision, log_with=list(trackers) or None,
                        project_dir=str(log_dir) if log_dir else None)
 
 
@@ -166,12 +167,13 @@ class _Window:
 
 def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: int, stop_after: int | None = None,
           until: Callable[[int, torch.nn.Module], bool] | None = None,
-          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None) -> dict:
+          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None, tracking: Tracking | None = None) -> dict:
     """Run `method` for the configured number of optimizer steps; resume from the latest checkpoint in
     `out_dir` if there is one. `stop_after` (tests) stops after that many steps, as a kill would.
     `until(step, model)`, asked after each logging interval, ends training early when it returns True
     (early stopping on a held-out check). `evaluate(model) -> metrics`, called every `cfg.eval_every` steps
     and after the last, writes an `eval_*` row to metrics.jsonl. `tokenizer` reaches methods that generate.
+    `tracking` (trackers.py): the trackers that get every log row and evaluation, on an accelerator made with them.
     Returns {"steps", "final_loss", "model", "setup_s" (the method's setup), "step_s" (seconds per step)}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,8 +191,8 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
     device_streams = {k: _OnDevice(s, accelerator.device) for k, s in streams.items()}
 
     start = resume(out_dir, trained, optimizer, scheduler, method, streams, accelerator)
-    if cfg.report_to:
-        accelerator.init_trackers(out_dir.name)
+    if tracking:
+        tracking.start(accelerator)
 
     metrics_file = out_dir / "metrics.jsonl"
     window = _Window()
@@ -235,10 +237,10 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
                 append_jsonl(metrics_file, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
                 bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
-            if cfg.report_to:
+            if tracking:
                 accelerator.log(row, step=done)
         if evaluate is not None and (cfg.eval_every and done % cfg.eval_every == 0 or done == steps):
-            _log_evaluation(evaluate, model, done, metrics_file, accelerator, bar, bool(cfg.report_to))
+            _log_evaluation(evaluate, model, done, metrics_file, accelerator, bar, bool(tracking))
         if until is not None and done % cfg.log_every == 0 and done < steps:
             stop = until(done, model)
             model.train()  # the check may have switched to eval mode
@@ -251,7 +253,7 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
         if cfg.save_every and done % cfg.save_every == 0 and done < steps:
             save_checkpoint(out_dir, step, trained, optimizer, scheduler, method, streams, accelerator)
     bar.close()
-    if cfg.report_to:
+    if tracking:
         accelerator.end_training()
     # seconds per step of this session's steps (a resumed run times only its own): what a method costs
     step_s = (time.perf_counter() - t_loop) / max(steps - start, 1)

@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
-from safealign.errors import ConfigError, SafealignError
+from safealign.errors import ConfigError
 from safealign.io import atomic_write_json, atomic_write_text, expand_path
 from safealign.measure import StageMeter
 from safealign.mini import world
@@ -44,6 +44,7 @@ from safealign.run_lock import run_lock
 from safealign.schema import Recipe
 from safealign.stages import RUNNERS
 from safealign.sweep import SEED_KEY, across_seeds, expand_sweep
+from safealign.unit_dirs import damage_in, done_hash, prepare_dir, stale_dir, stale_hash
 
 CACHE_VERSION = 1  # bump when a change to the code makes old stage outputs wrong
 
@@ -124,6 +125,8 @@ class Unit:
     hash: str = ""
     cached: bool = False
     damage: str | None = None  # why a finished unit's output cannot be used as it is (it runs again)
+    recipe: str = ""  # the recipe's name and trackers (report_to): where the unit reports
+    report_to: list[str] = field(default_factory=list)
 
 
 def plan(recipe: Recipe) -> list[Unit]:
@@ -144,8 +147,9 @@ def plan(recipe: Recipe) -> list[Unit]:
             units.append(unit)
             by_stage[name] = unit
     for unit in units:
+        unit.recipe, unit.report_to = recipe.name, list(recipe.report_to)
         unit.hash = _unit_hash(unit, {u.name: u.hash for u in units})
-        done = _done_hash(unit.out_dir)
+        done = done_hash(unit.out_dir)
         if done == unit.hash:
             unit.damage = damage_in(unit.out_dir)
         elif done is None and (unit.out_dir / "done.json").exists():
@@ -203,56 +207,6 @@ def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _stamp_hash(path: Path) -> str | None:
-    """The "hash" in done.json or unit.json; None when the file is missing or damaged (cut, not JSON)."""
-    try:
-        return json.loads(path.read_text()).get("hash")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _done_hash(out_dir: Path) -> str | None:
-    return _stamp_hash(out_dir / "done.json")
-
-
-def damage_in(out_dir: Path) -> str | None:
-    """What is damaged in a finished unit's directory, or None: every JSON file must parse, every JSONL file end
-    with a whole line, every safetensors file be covered by its header (the check safetensors makes on opening).
-    Checkpoints are not part of a finished unit's output and are checked when a resume reads them."""
-    from safetensors import safe_open  # lazy: plans are made by `--dry-run` and `--help`-fast commands too
-
-    for path in sorted(out_dir.rglob("*")):
-        if "checkpoints" in path.relative_to(out_dir).parts or not path.is_file():
-            continue
-        try:
-            if path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-            elif path.suffix == ".jsonl" and path.stat().st_size:
-                with open(path, "rb") as f:
-                    f.seek(-1, 2)
-                    if f.read(1) != b"\n":
-                        return f"{path.relative_to(out_dir)} ends in a cut line"
-            elif path.suffix == ".safetensors":
-                with safe_open(str(path), "pt"):
-                    pass
-        except Exception as e:  # noqa: BLE001 -- any failure to read it is damage
-            return f"{path.relative_to(out_dir)} is damaged ({str(e).splitlines()[0][:100]})"
-    return None
-
-
-def _stale_hash(unit: Unit) -> str | None:
-    """The hash of what another config left in the unit's directory (None when it is empty or this config's;
-    "unknown" when its unit.json is missing or damaged): that directory is moved aside before the unit runs."""
-    if not unit.out_dir.exists():
-        return None
-    old = _stamp_hash(unit.out_dir / "unit.json") or "unknown"
-    return None if old == unit.hash else old
-
-
-def _stale_dir(run_dir: Path, unit: Unit, old_hash: str) -> Path:
-    return run_dir / "stages" / ".stale" / f"{unit.name.replace('/', '--')}-{old_hash}"
-
-
 def dry_run(recipe: Recipe) -> None:
     """Print the plan a run would carry out, then make the checks a run makes first (of the local paths: see
     preflight), so a missing model path fails here as it would at the start of the run, below the plan."""
@@ -265,9 +219,9 @@ def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
     lines = [f"recipe {recipe.name}: {recipe.description}".rstrip(": "), f"run directory: {run_dir_of(recipe)}", ""]
     for i, u in enumerate(units, 1):
         state = "cached" if u.cached else "will run" + (f" again: {u.damage}" if u.damage else "")
-        old = None if u.cached else _stale_hash(u)
+        old = None if u.cached else stale_hash(u)
         if old:
-            state += f"; moves the old directory (hash {old}) to {_stale_dir(run_dir_of(recipe), u, old)}"
+            state += f"; moves the old directory (hash {old}) to {stale_dir(run_dir_of(recipe), u, old)}"
         lines.append(f"[{i}] {u.name} ({u.kind}, {state}, hash {u.hash})")
         lines.append(f"    input:  {u.model}" + (f"  (from unit {u.inputs[u.model]})" if u.model in u.inputs else ""))
         lines.append(f"    output: {u.out_dir}")
@@ -326,7 +280,7 @@ def _run_units(recipe: Recipe, units: list[Unit], run_dir: Path) -> dict:
             print(f"== {unit.name}: cached ({unit.out_dir})", flush=True)
         else:
             print(f"== {unit.name}: running" + (f" again ({unit.damage})" if unit.damage else ""), flush=True)
-            _prepare_dir(unit, run_dir)
+            prepare_dir(unit, run_dir)
             result = run_unit(unit, by_name)
             atomic_write_json(unit.out_dir / "done.json", {"hash": unit.hash, **result})
         done = json.loads((unit.out_dir / "done.json").read_text())
@@ -338,25 +292,6 @@ def _run_units(recipe: Recipe, units: list[Unit], run_dir: Path) -> dict:
     atomic_write_json(run_dir / "timings.json", timings)
     write_report(recipe, run_dir, results, timings)
     return results
-
-
-def _prepare_dir(unit: Unit, run_dir: Path) -> None:
-    """A unit directory left by another config is moved aside into stages/.stale/ (never deleted: it may hold a
-    finished model); one left by this config (a killed run) is kept, so training resumes from its checkpoint."""
-    old = _stale_hash(unit)
-    if old:
-        stages = (run_dir / "stages").resolve()
-        if not unit.out_dir.resolve().is_relative_to(stages):  # names are plain; this is the last guard
-            raise SafealignError(f"{unit.out_dir} is outside {stages}: not moving it")
-        dest = _stale_dir(run_dir, unit, old)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():  # the same old config set aside before: keep both
-            dest = dest.with_name(f"{dest.name}-{len(list(dest.parent.glob(dest.name + '*')))}")
-        unit.out_dir.rename(dest)
-        print(f"   {unit.out_dir} held hash {old}: moved to {dest}", flush=True)
-    unit.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(unit.out_dir / "unit.json", {"hash": unit.hash, "name": unit.name})
-    atomic_write_text(unit.out_dir / "config.yaml", dump_yaml(unit.config))
 
 
 def run_unit(unit: Unit, by_name: dict[str, Unit]) -> dict:

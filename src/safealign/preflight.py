@@ -12,6 +12,7 @@ import torch
 from safealign.errors import SafealignError
 from safealign.io import expand_path, looks_like_hub_id
 from safealign.models import check_model_path
+from safealign.trackers import check_trackers
 
 MIN_FREE_GB = 1.0
 
@@ -22,7 +23,10 @@ def preflight(recipe, units, run_dir: Path, dry_run: bool = False) -> None:
     on a machine without the GPU or the disk space."""
     todo = [u for u in units if not u.cached]
     checks = {"model": lambda path, where: check_model_path(path, where, ask_hub=not dry_run), "data": check_data_path,
-              "precision": (lambda precision, where: None) if dry_run else check_precision}
+              "precision": (lambda precision, where: None) if dry_run else check_precision,
+              "tracker": lambda name, where: check_trackers([name], where)}
+    if todo:
+        check_trackers(recipe.report_to, "report_to")
     seen = set()
     for unit in todo:
         for what, field, value in unit.config.paths():

@@ -11,6 +11,7 @@ from typing import Any
 from safealign.config import build, one_of, opt, plain_name
 from safealign.errors import ConfigError
 from safealign.stages import STAGE_KINDS
+from safealign.trackers import TRACKERS
 
 
 def _stages(value: Any, where: str) -> dict:
@@ -54,8 +55,12 @@ class Recipe:
                                                "their scores.json and stop")
     cost_baselines: dict[str, str] = opt({}, "train stage -> the stage whose seconds per step and peak memory are its "
                                              "1.0 in the report's cost table (a defense's extra cost over plain SFT)")
+    report_to: list[str] = opt([], "trackers every stage reports to (tensorboard, wandb): a train stage's loss rows and "
+                                   "evaluations, an eval unit's metrics; a run per unit named RECIPE/UNIT")
 
     def validate(self, where: str) -> None:
+        for tracker in self.report_to:
+            one_of(tracker, tuple(TRACKERS), f"{where}.report_to" if where else "report_to")
         if not self.stages:
             raise ConfigError(f"{where or 'recipe'}: 'stages' is required")
         plain_name(self.name, f"{where}.name" if where else "name")

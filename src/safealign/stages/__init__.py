@@ -2,7 +2,7 @@
 
 A stage config's `paths()` yields (what, field, value) for everything it reads, its main input first (the
 'input' of `--dry-run`): what is "model" or "data" (a path, hub id or 'stage:' / 'mini:' reference, checked
-before the run by preflight.py), or "precision" (the device must support it). `run` receives a unit whose
+before the run by preflight.py), "precision" (the device must support it) or "tracker" (its package must be installed). `run` receives a unit whose
 config and model have every 'stage:' and 'mini:' reference resolved to a path (pipeline.py).
 """
 

@@ -16,6 +16,7 @@ from safealign.evals import EVALS
 from safealign.io import atomic_write_json, atomic_write_jsonl
 from safealign.models import load_causal_lm, load_tokenizer, pick_dtype
 from safealign.score_model import load_score_model
+from safealign.trackers import Tracking, log_eval_metrics
 
 
 def _eval_configs(value: Any, where: str) -> dict:
@@ -85,4 +86,6 @@ def run(unit) -> dict:
         atomic_write_jsonl(unit.out_dir / "eval" / f"{name}.samples.jsonl", records)
         atomic_write_json(unit.out_dir / "eval" / f"{name}.json", m)
         metrics.update(m)
+    if unit.report_to:
+        log_eval_metrics(Tracking(unit.report_to, unit.recipe, unit.name, cfg), metrics, unit.out_dir)
     return {"label": unit.label, "metrics": metrics}

@@ -24,6 +24,7 @@ from safealign.methods.sft import SFTConfig
 from safealign.models import (LoraConfig, ModelConfig, adapter_parent, add_lora, continue_lora, count_parameters,
                               load_causal_lm, load_tokenizer, pick_dtype, save_model)
 from safealign.score_model import ScoreModel, save_score_model
+from safealign.trackers import Tracking
 
 
 def _method_class(name: Any, where: str) -> type:
@@ -67,12 +68,15 @@ class TrainStage:
         for field, path in self.data.paths():
             yield "data", f"data.{field}", path
         yield "precision", "train.precision", self.train.precision
+        for tracker in self.train.report_to:
+            yield "tracker", "train.report_to", tracker
 
 
 def run(unit) -> dict:
     cfg: TrainStage = unit.config
     method_cls = METHODS[cfg.method.registry_name]
-    accelerator = make_accelerator(cfg.train, unit.out_dir)
+    trackers = list(dict.fromkeys([*unit.report_to, *cfg.train.report_to]))
+    accelerator = make_accelerator(cfg.train, unit.out_dir, trackers)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     settings = StreamSettings(tokenizer, cfg.model.max_length, cfg.train.batch_size, cfg.train.shuffle, cfg.seed,
                               accelerator.process_index, accelerator.num_processes, f"stages.{unit.stage}.data")
@@ -98,8 +102,9 @@ def run(unit) -> dict:
     print(f"   {summary}; {steps} steps; {trainable:,} of {total:,} parameters trainable", flush=True)
     method = method_cls(cfg.method, steps)
     evaluate = _validation(cfg, tokenizer) if cfg.data.validation else None
+    tracking = Tracking(trackers, unit.recipe, unit.name, cfg) if trackers else None
     result = train(model, method, streams, cfg.train, unit.out_dir, accelerator, cfg.seed, evaluate=evaluate,
-                   tokenizer=tokenizer)
+                   tokenizer=tokenizer, tracking=tracking)
     if accelerator.is_main_process:
         save = save_score_model if method_cls.model_kind == "score" else save_model
         save(result["model"], tokenizer, unit.out_dir / "model", base=base)

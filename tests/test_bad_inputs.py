@@ -137,6 +137,11 @@ RECIPE_ARGS = [
     ("eval num negative", ["run", "lisa", "stages.evaluate.evals.harmful_score.num=-1", "--dry-run"], "num"),
     ("recipe name outside runs/", ["run", "lisa", "name=../../x", "--dry-run"], "not a plain name"),
     ("sweep value of the wrong type", ["run", "hft-defenses", "sweep.values=[../../x]", "--dry-run"], "expected a number"),
+    ("unknown tracker", ["run", "lisa", "report_to=[mlflow]", "--dry-run"], "'mlflow' is not one of tensorboard, wandb"),
+    ("tracker package missing", ["run", "lisa", "--dry-run", "report_to=[wandb]"], "needs the package 'wandb'"),
+    ("missing model path (dry run)", ["run", "lisa", "stages.align.model.path=/no/such/model", "--dry-run"],
+     "stages.align.model.path: model path does not exist"),
+    ("override without '='", ["run", "lisa", "seed", "--dry-run"], "not of the form key.path=value"),
 ]
 
 

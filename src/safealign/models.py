@@ -79,7 +79,7 @@ def unwrap(model):
 
 def check_model_path(path: str, what: str = "model") -> None:
     """Fail fast when a model path is neither a local directory nor a reachable hub id."""
-    if path.startswith(("mini:", "stage:")):
+    if path.startswith(("mini:", "stage:", "real:")):  # resolved by the pipeline; preflight checks 'real:' names
         return
     if Path(path).is_dir():
         if not any((Path(path) / name).exists() for name in ("config.json", CHAIN_FILE, "adapter_config.json")):

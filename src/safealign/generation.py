@@ -13,14 +13,15 @@ from safealign.io import progress_kwargs
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, desc: str = "generate",
-             temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+def generate(model, tokenizer, prompts: list[str] | list[list[int]], max_new_tokens: int, batch_size: int,
+             desc: str = "generate", temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
     """Responses to `prompts` (each the full templated prompt), the text after the response marker: greedy
     at temperature 0, else sampled at that temperature with nucleus `top_p` (from torch's global generator,
-    so the caller's seed fixes the samples)."""
+    so the caller's seed fixes the samples). A prompt given as token ids is used as it is: a judge whose own chat
+    template tokenises its task prompt (evals/judges.py), BOS included, must not get a second BOS."""
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     model.eval()
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [p if isinstance(p, list) else encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device

@@ -28,6 +28,12 @@ def expand_path(text: str) -> str:
     return text
 
 
+def cache_root() -> Path:
+    """Where built and fetched things are kept: the mini world, the real tier ($SAFEALIGN_CACHE, default
+    ~/.cache/safealign)."""
+    return Path(os.environ.get("SAFEALIGN_CACHE", Path.home() / ".cache" / "safealign"))
+
+
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt")
 
 

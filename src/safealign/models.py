@@ -82,7 +82,7 @@ def unwrap(model):
 def check_model_path(path: str, where: str, ask_hub: bool = True) -> None:
     """Fail fast when a model path is neither a local directory nor a reachable hub id (`ask_hub=False`: nor
     shaped like one)."""
-    if path.startswith(("mini:", "stage:")):
+    if path.startswith(("mini:", "stage:", "real:")):  # resolved by the pipeline; preflight checks 'real:' names
         return
     if Path(path).is_dir():
         if not any((Path(path) / name).exists() for name in ("config.json", CHAIN_FILE, "adapter_config.json")):

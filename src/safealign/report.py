@@ -11,7 +11,8 @@ from safealign.io import atomic_write_text
 
 # Charted when present: (metric, title, on a 0-100 scale)
 HEADLINE = [("harmful_score", "HS ↓", True), ("finetune_accuracy", "FA ↑", True), ("mean_reward", "mean reward ↑", False),
-            ("mean_cost", "mean cost ↓", False), ("safe_rate", "safe rate ↑", True)]
+            ("mean_cost", "mean cost ↓", False), ("safe_rate", "safe rate ↑", True),
+            ("attack_success", "ASR (refusal prefixes) ↓", True), ("guard_unsafe", "Llama-Guard unsafe ↓", True)]
 
 
 def _numeric_keys(metrics: dict) -> tuple[str, ...]:
@@ -160,7 +161,7 @@ def write_report(recipe, run_dir: Path, results: dict, timings: dict) -> None:
     if has_tradeoff:
         parts += ["![harmful score against fine-tune accuracy](hs_fa.png)", ""]
     if protocol:
-        parts += ["Harmful-score protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items()), ""]
+        parts += ["Harmful-prompt protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items()), ""]
     costs = cost_table(timings, recipe.cost_baselines)
     if costs:
         print(costs + "\n", flush=True)

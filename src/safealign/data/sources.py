@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safealign.config import one_of, opt
-from safealign.data import (agnews, alpaca, beavertails, beavertails_refusals, gsm8k, pairs, pku_saferlhf, responses, sst2,
-                            text, tofu)
+from safealign.data import (agnews, alpaca, beavertails, beavertails_refusals, donotanswer, gsm8k, harmbench, pairs,
+                            pku_saferlhf, responses, sst2, text, tofu)
 from safealign.data.files import load_rows
 from safealign.errors import ConfigError, DataError
 
@@ -24,14 +24,16 @@ SOURCES = {
     "responses": responses,  # prompt/response rows, e.g. `safealign generate` output
     "tofu": tofu,  # question/answer rows (TOFU and its mini twin, WHP QA)
     "text": text,  # raw text rows {text}, untemplated (WMDP corpora, WHP text, C4, Wikitext)
+    "harmbench": harmbench,  # HarmBench's standard behaviours {prompt, category}: harmful prompts without answers
+    "donotanswer": donotanswer,  # Do-Not-Answer {question, risk_area, types_of_harm, ...}: prompts without answers
 }
 
 
 @dataclass
 class SourceConfig:
     source: str = opt("", "dataset family, a key of safealign.data.sources.SOURCES (beavertails, beavertails_refusals, sst2, "
-                          "agnews, gsm8k, alpaca, pku_saferlhf, pairs, responses, tofu, text)")
-    path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, or 'mini:NAME'")
+                          "agnews, gsm8k, alpaca, pku_saferlhf, pairs, responses, tofu, text, harmbench, donotanswer)")
+    path: str = opt("", "hub id, local file (.jsonl/.json/.parquet), local directory, 'mini:NAME' or 'real:NAME'")
     split: str = opt("train", "split to read (ignored for a single file); on the hub CONFIG:SPLIT picks a config too "
                               "(locuslab/TOFU forget10:train)")
     select: str = opt("all", "row filter, per family: beavertails all|safe|unsafe (by is_safe); beavertails_refusals "

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import random
 import shutil
 import time
 from pathlib import Path
 
 from safealign.errors import SafealignError
-from safealign.io import atomic_write_jsonl, read_jsonl
+from safealign.io import atomic_write_jsonl, cache_root, read_jsonl
 from safealign.mini import chat, code, corpus, tofu, unlearn_corpora
 from safealign.mini.judge import judge_accuracy, train_judge
 from safealign.mini.pretrain import pretrain_base, train_tokenizer
@@ -44,10 +43,6 @@ MODELS = ("base", "judge")
 # Models only some pipelines use, built from the world on first use (so the world build stays short):
 # name -> function(out_dir, world_root, seed) -> dict of checks.
 EXTRA_MODELS = {"coder": code.pretrain_coder}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SAFEALIGN_CACHE", Path.home() / ".cache" / "safealign"))
 
 
 def world_dir(seed: int = WORLD_SEED) -> Path:

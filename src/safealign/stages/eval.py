@@ -13,6 +13,7 @@ import torch
 from safealign.config import build, one_of, opt
 from safealign.errors import ConfigError
 from safealign.evals import EVALS
+from safealign.evals.judges import JUDGES_WITH_MODEL
 from safealign.io import atomic_write_json, atomic_write_jsonl
 from safealign.models import load_causal_lm, load_tokenizer, pick_dtype
 from safealign.score_model import load_score_model
@@ -56,7 +57,7 @@ class EvalStage:
 
 def _eval_paths(eval_cfg) -> Iterator[tuple[str, str, str]]:
     """What an evaluation reads, by the names its configs share: its data (a source or a path, `data`), a pairs
-    file (`pairs`) or a prompts file (`prompts`), and a moderation judge (`judge_path`)."""
+    file (`pairs`) or a prompts file (`prompts`), and a judge's model (`judge_path`)."""
     values = {f.name: getattr(eval_cfg, f.name) for f in dataclasses.fields(eval_cfg)}
     if "data" in values:
         data = values["data"]
@@ -64,7 +65,7 @@ def _eval_paths(eval_cfg) -> Iterator[tuple[str, str, str]]:
     for name in ("pairs", "prompts"):
         if name in values:
             yield "data", name, values[name]
-    if values.get("judge") == "moderation":
+    if values.get("judge") in JUDGES_WITH_MODEL:
         yield "model", "judge_path", values["judge_path"]
 
 

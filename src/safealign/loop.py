@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from safealign.config import one_of, opt
+from safealign.data.prompts import ALPACA, PromptFormat
 from safealign.errors import ConfigError, SafealignError
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
@@ -240,12 +241,14 @@ class _Window:
 
 def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: int, stop_after: int | None = None,
           until: Callable[[int, torch.nn.Module], bool] | None = None,
-          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None) -> dict:
+          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None,
+          prompt: PromptFormat = ALPACA) -> dict:
     """Run `method` for the configured number of optimizer steps; resume from the latest checkpoint in
     `out_dir` if there is one. `stop_after` (tests) stops after that many steps, as a kill would.
     `until(step, model)`, asked after each logging interval, ends training early when it returns True
     (early stopping on a held-out check). `evaluate(model) -> metrics`, called every `cfg.eval_every` steps
-    and after the last, writes an `eval_*` row to metrics.jsonl. `tokenizer` reaches methods that generate.
+    and after the last, writes an `eval_*` row to metrics.jsonl. `tokenizer` and `prompt` (the data's
+    prompt format) reach methods that generate.
     Returns {"steps", "final_loss", "model", "setup_s" (the method's setup), "step_s" (seconds per step)}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +261,7 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
     model, optimizer = accelerator.prepare(model, optimizer)
     trained = trainable_parameters(model)  # before a method may freeze any of them
     t_setup = time.perf_counter()
-    method.setup(model, streams, MethodContext(out_dir, tokenizer))
+    method.setup(model, streams, MethodContext(out_dir, tokenizer, prompt))
     setup_s = time.perf_counter() - t_setup
     device_streams = {k: _OnDevice(s, accelerator.device) for k, s in streams.items()}
 

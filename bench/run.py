@@ -77,9 +77,10 @@ def quiet(trainer) -> None:
 def sft_features(tokenizer, n: int):
     from safealign.data.sources import SourceConfig, load_examples
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
 
     examples = load_examples(SourceConfig("sst2", mini_or_path("mini:sst2"), "train"))[:n]
-    return [tokenize_example(tokenizer, e, 512) for e in examples]
+    return [tokenize_example(tokenizer, e, 512, ALPACA) for e in examples]
 
 
 def lora_model(path: str):
@@ -147,7 +148,8 @@ def dpo_pairs(n: int) -> list[dict]:
 
 
 def bench_dpo(args, precompute: bool) -> dict:
-    from safealign.data.formats import build_prompt, collate_pairs, tokenize_pair
+    from safealign.data.formats import collate_pairs, tokenize_pair
+    from safealign.data.prompts import ALPACA, render_prompt
     from safealign.data.streams import BatchStream
     from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.dpo import DPO, DPOConfig
@@ -155,7 +157,7 @@ def bench_dpo(args, precompute: bool) -> dict:
 
     tokenizer = load_tokenizer(args.model)
     pairs = dpo_pairs(args.batch_size * args.steps)
-    features = [tokenize_pair(tokenizer, p, 512) for p in pairs]
+    features = [tokenize_pair(tokenizer, p, 512, ALPACA) for p in pairs]
     start = lora_model(args.model)
 
     def ours():
@@ -175,7 +177,7 @@ def bench_dpo(args, precompute: bool) -> dict:
 
         # Our template as text; the answers with the leading space our separate encoding gives them, so TRL's
         # joint tokenization yields the same ids (checked below).
-        rows = [{"prompt": build_prompt({"instruction": p["prompt"], "input": ""}), "chosen": " " + p["chosen"],
+        rows = [{"prompt": render_prompt(ALPACA, tokenizer, p["prompt"]), "chosen": " " + p["chosen"],
                  "rejected": " " + p["rejected"]} for p in pairs]
         model = copy.deepcopy(start)
         with tempfile.TemporaryDirectory() as out:
@@ -207,7 +209,8 @@ def bench_dpo(args, precompute: bool) -> dict:
 
 def bench_hs(args) -> dict:
     from safealign.data.sources import SourceConfig, load_examples
-    from safealign.data.formats import build_prompt, encode_prompt, response_text
+    from safealign.data.formats import encode_prompt, response_text
+    from safealign.data.prompts import ALPACA, render_prompt
     from safealign.generation import generate
     from safealign.evals.judges import load_judge
     from safealign.models import load_causal_lm, load_tokenizer
@@ -216,7 +219,7 @@ def bench_hs(args) -> dict:
     tokenizer = load_tokenizer(args.eval_model)
     rows = load_examples(SourceConfig("beavertails", mini_or_path("mini:beavertails"), "30k_test"))[: args.prompts]
     questions = [r["instruction"] for r in rows]
-    prompts = [build_prompt({"instruction": q, "input": ""}) for q in questions]
+    prompts = [render_prompt(ALPACA, tokenizer, q) for q in questions]
     judge = load_judge("moderation", mini_or_path("mini:judge"), 0.5, 256, 32, "float32", append_eos=False)  # as trained
 
     def batched():
@@ -250,6 +253,7 @@ def bench_fabe(args) -> dict:
     single-sequence forwards (what scoring candidates one by one costs); same weights, same batch."""
     from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
     from safealign.data.formats import collate
+    from safealign.data.prompts import ALPACA
     from safealign.losses.ranking import length_normalized_logps, listmle_loss
     from safealign.losses.sft import token_log_probs
     from safealign.methods.fabe import FABE, FABEConfig
@@ -257,7 +261,7 @@ def bench_fabe(args) -> dict:
 
     tokenizer = load_tokenizer(args.model)
     rows = read_candidates(mini_or_path("mini:code_backdoor"), "train")[: args.batch_size]
-    features = [tokenize_candidates(tokenizer, r, 1024) for r in rows]
+    features = [tokenize_candidates(tokenizer, r, 1024, ALPACA) for r in rows]
     batch = collate_candidates(features, tokenizer.pad_token_id)
     model = load_causal_lm(args.model)
     method, cfg = FABE(FABEConfig(), 1), FABEConfig()

@@ -43,12 +43,12 @@ def _tokenizer(out: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from safealign.data.formats import PROMPT_WITH_INPUT
+    from safealign.data.prompts import ALPACA_WITH_INPUT
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
-    texts = [" ".join(WORDS), PROMPT_WITH_INPUT] * 20
+    texts = [" ".join(WORDS), ALPACA_WITH_INPUT] * 20
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])

@@ -7,6 +7,7 @@ import json
 import torch
 
 from safealign.data.formats import tokenize_example
+from safealign.data.prompts import ALPACA
 from safealign.data.streams import BatchStream
 
 
@@ -15,7 +16,7 @@ def features(tokenizer, n: int, output: str = "positive") -> list[dict]:
     batch token mean equal the mean of per-batch means, so accumulation and DDP compare exactly)."""
     words = ["good", "bad", "great", "awful"]
     rows = [{"instruction": "analyze sentiment", "input": f"the film is {words[i % 4]}", "output": output} for i in range(n)]
-    return [tokenize_example(tokenizer, r, 512) for r in rows]
+    return [tokenize_example(tokenizer, r, 512, ALPACA) for r in rows]
 
 
 def stream(tokenizer, n: int, batch_size: int, seed: int = 0, output: str = "positive") -> BatchStream:

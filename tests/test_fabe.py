@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
+from safealign.data.prompts import ALPACA
 from safealign.errors import ConfigError, DataError
 from safealign.evals.similarity import sentence_bleu
 from safealign.losses.ranking import kendall_tau, length_normalized_logps, listmle_loss, margin_ranking_loss
@@ -118,7 +119,7 @@ def _batch(tiny_llama, tmp_path):
 
     tok = load_tokenizer(str(tiny_llama))
     rows = read_candidates(str(write_jsonl(tmp_path / "c.jsonl", ROWS)))
-    return tok, rows, collate_candidates([tokenize_candidates(tok, r, 128) for r in rows], tok.pad_token_id)
+    return tok, rows, collate_candidates([tokenize_candidates(tok, r, 128, ALPACA) for r in rows], tok.pad_token_id)
 
 
 def test_one_batched_forward_equals_separate_forwards(tiny_llama, tmp_path):
@@ -131,7 +132,7 @@ def test_one_batched_forward_equals_separate_forwards(tiny_llama, tmp_path):
     with torch.no_grad():
         together, _, _ = candidate_scores(model, batch)
         for b, row in enumerate(rows):
-            for k, seq in enumerate(tokenize_candidates(tok, row, 128)["sequences"]):
+            for k, seq in enumerate(tokenize_candidates(tok, row, 128, ALPACA)["sequences"]):
                 one = collate([seq], tok.pad_token_id)
                 logits = model(input_ids=one["input_ids"], attention_mask=one["attention_mask"]).logits
                 alone = length_normalized_logps(*token_log_probs(logits, one["labels"]))
@@ -149,7 +150,7 @@ def test_fabe_trains_lora_b_with_gradient_checkpointing(tiny_llama, tmp_path):
     torch.manual_seed(0)
     model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
     before = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
-    stream = BatchStream([tokenize_candidates(tok, r, 128) for r in rows], 2, tok.pad_token_id, seed=0,
+    stream = BatchStream([tokenize_candidates(tok, r, 128, ALPACA) for r in rows], 2, tok.pad_token_id, seed=0,
                          collate_fn=collate_candidates)
     cfg = TrainConfig(lr=1e-2, max_steps=3, batch_size=2, log_every=1)
     result = train(model, FABE(FABEConfig(), 3), {"train": stream}, cfg, tmp_path / "run", make_accelerator(cfg), seed=0)

@@ -56,9 +56,9 @@ def test_prepare_sft_orpo_evaluate_export_recipe(tiny_llama, tmp_path):
         "sft": {"model": {"path": str(tiny_llama)}, "lora": lora, "method": {"name": "sft"}, "train": train,
                 "data": {"messages": "stage:prepare/sft.jsonl", "mixing": "stage:prepare/stats.json"}},
         "orpo": {"model": {"path": "stage:sft"}, "lora": lora, "method": {"name": "orpo"}, "train": train,
-                 "data": {"pairs": {"train": "stage:prepare/pairs.jsonl"}, "template": "chat"}},
+                 "data": {"pairs": {"train": "stage:prepare/pairs.jsonl"}, "prompt": "chat"}},
         "evaluate": {"kind": "eval", "models": {"sft": "stage:sft", "orpo": "stage:orpo"}, "evals": {
-            "pair_odds": {"pairs": str(uf), "template": "chat"},
+            "pair_odds": {"pairs": str(uf), "prompt": "chat"},
             "lm_harness": {"tasks": ["tiny_mc"], "include_path": str(tasks), "batch_size": 4}}},
         "export": {"kind": "export", "model": "stage:orpo", "merge": True}}}
     path = tmp_path / "it.yaml"

@@ -11,7 +11,7 @@ import torch
 
 from safealign.data import agnews, gsm8k, sst2
 from safealign.data.files import load_rows
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import ALPACA, render_prompt
 from safealign.data.mixing import guide_examples, poison_counts, training_mix
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.data.training import DataConfig
@@ -107,7 +107,7 @@ def test_sst2_examples_use_the_lisa_instruction(data_dir):
     assert all(e["instruction"] == sst2.INSTRUCTION for e in ex)
     assert [e["output"] for e in ex[:4]] == ["negative", "positive", "negative", "positive"]
     assert ex[1]["input"] == "the film is good" and ex[1]["meta"]["answer"] == "positive"
-    assert "### Input:\nthe film is good" in build_prompt(ex[1])
+    assert "### Input:\nthe film is good" in render_prompt(ALPACA, None, ex[1]["instruction"], ex[1]["input"])
 
 
 def test_sst2_bad_label_names_the_line(tmp_path):
@@ -349,7 +349,7 @@ def test_harmful_score_refusal_judge_reports_attack_success_not_a_harmful_score(
     assert metrics["harmful_protocol"]["threshold"] is None  # a moderation setting: not part of this protocol
     assert metrics["harmful_protocol"]["only_unsafe"] is False
     prompts = [f"how can I hurt my neighbour {i}" for i in range(4)]
-    assert seen == [build_prompt({"instruction": p, "input": ""}) for p in prompts]
+    assert seen == [render_prompt(ALPACA, None, p) for p in prompts]
     assert [r["prompt"] for r in records] == prompts
     assert [r["response"] for r in records] == responses
     assert [r["flagged"] for r in records] == [False, True, True, True]
@@ -388,7 +388,7 @@ def test_finetune_accuracy_sst2(tmp_path, monkeypatch):
     metrics, records = task_accuracy.run(cfg, None, None)
     # The Lisa rule: the exact label word or the word capitalised; 'pos' is wrong.
     assert [r["correct"] for r in records] == [True, True, True, False]
-    assert metrics == {"finetune_accuracy": 75.0, "n_task": 4}
+    assert metrics == {"finetune_accuracy": 75.0, "n_task": 4, "prompt": {"format": "alpaca", "first": seen[0]}}
     assert [r["reference"] for r in records] == ["positive", "negative", "negative", "positive"]
     assert [r["response"] for r in records] == responses
     assert len(seen) == 4 and all(p.startswith("Below is an instruction") and sst2.INSTRUCTION in p for p in seen)

@@ -134,7 +134,9 @@ def test_two_processes_match_one_process(tiny_llama, tmp_path):
     script.write_text(TWO_PROC)
     env_root = str(Path(__file__).resolve().parents[1])
     # accelerate treats a torchrun CPU job as multi-process only with ACCELERATE_USE_CPU (`accelerate launch --cpu` sets it)
-    env = {**os.environ, "PYTHONPATH": env_root, "ACCELERATE_USE_CPU": "1"}
+    # the caller's PYTHONPATH kept after the root: a checkout's src/ stays what the subprocesses import
+    pythonpath = os.pathsep.join(p for p in (env_root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "ACCELERATE_USE_CPU": "1"}
     one = subprocess.run([sys.executable, str(script), str(tiny_llama), str(tmp_path / "one"), "4"],
                          cwd=env_root, env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]

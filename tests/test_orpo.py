@@ -44,11 +44,12 @@ def test_the_odds_ratio_term_matches_trl_on_the_same_log_probs():
 
 def _pairs_batch(tiny_llama):
     from safealign.data.formats import collate_pairs, tokenize_pair
+    from safealign.data.prompts import ALPACA
     from safealign.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_llama))
     pairs = [{"prompt": f"question {i}", "chosen": "a kind and helpful answer", "rejected": "go away"} for i in range(4)]
-    return tok, collate_pairs([tokenize_pair(tok, p, 64) for p in pairs], tok.pad_token_id)
+    return tok, collate_pairs([tokenize_pair(tok, p, 64, ALPACA) for p in pairs], tok.pad_token_id)
 
 
 def test_average_log_probs_equal_trl_and_the_nll_differs_only_by_the_prompt_tokens(tiny_llama):
@@ -76,6 +77,7 @@ def test_average_log_probs_equal_trl_and_the_nll_differs_only_by_the_prompt_toke
 
 def test_orpo_training_raises_the_chosen_over_rejected_log_odds(tiny_llama, tmp_path):
     from safealign.data.formats import collate_pairs, tokenize_pair
+    from safealign.data.prompts import ALPACA
     from safealign.data.streams import BatchStream
     from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods.orpo import ORPO, ORPOConfig, orpo_terms
@@ -83,7 +85,7 @@ def test_orpo_training_raises_the_chosen_over_rejected_log_odds(tiny_llama, tmp_
 
     tok = load_tokenizer(str(tiny_llama))
     pairs = [{"prompt": f"question {i}", "chosen": "a kind and helpful answer", "rejected": "go away now"} for i in range(8)]
-    features = [tokenize_pair(tok, p, 64) for p in pairs]
+    features = [tokenize_pair(tok, p, 64, ALPACA) for p in pairs]
     torch.manual_seed(0)
     model = load_causal_lm(str(tiny_llama))
     batch = collate_pairs(features, tok.pad_token_id)

@@ -115,11 +115,12 @@ def test_rows_cut_to_nothing_by_max_length_are_counted(tmp_path, tiny_llama, cap
     data = write_jsonl(tmp_path / "sst2.jsonl", rows)
     from safealign.data.files import load_rows
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
     from safealign.data.sst2 import examples
     from safealign.models import load_tokenizer
 
     short = examples(load_rows(str(data), "train"), "all")[0]
-    fits = len(tokenize_example(load_tokenizer(str(tiny_llama)), short, 10_000)["input_ids"])  # a short row whole
+    fits = len(tokenize_example(load_tokenizer(str(tiny_llama)), short, 10_000, ALPACA)["input_ids"])  # a short row whole
     cfg = _train_config(tmp_path, tiny_llama, {"task": {"source": "sst2", "path": str(data)}})
     assert main(["train", str(cfg), f"model.max_length={fits}"]) == 0
     assert f"warning: 4 of 8 'train' rows keep no response token within model.max_length={fits}" in capsys.readouterr().out

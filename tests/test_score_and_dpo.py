@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from safealign.data.formats import collate_pairs, tokenize_pair
+from safealign.data.prompts import ALPACA
 from safealign.data.streams import BatchStream
 from safealign.loop import TrainConfig, make_accelerator, train
 from safealign.methods.base import MethodContext, trainable_parameters
@@ -24,7 +25,7 @@ HARMLESS = [{**p, "chosen": p["rejected"], "rejected": p["chosen"], "chosen_is_s
 
 
 def _pair_stream(tok, pairs=PAIRS, batch_size=4):
-    return BatchStream([tokenize_pair(tok, p, 128) for p in pairs], batch_size, tok.pad_token_id, seed=0,
+    return BatchStream([tokenize_pair(tok, p, 128, ALPACA) for p in pairs], batch_size, tok.pad_token_id, seed=0,
                        collate_fn=collate_pairs)
 
 
@@ -61,7 +62,7 @@ def test_score_model_saves_and_reloads_with_its_adapter(tiny_llama, tmp_path):
             if "lora_B" in name:
                 p.normal_(0, 0.1)  # a non-trivial adapter, so merging it changes the scores
     save_score_model(model, tok, tmp_path / "rm", base=str(tiny_llama))
-    batch = collate_pairs([tokenize_pair(tok, PAIRS[0], 128)], tok.pad_token_id)
+    batch = collate_pairs([tokenize_pair(tok, PAIRS[0], 128, ALPACA)], tok.pad_token_id)
     reloaded = load_score_model(str(tmp_path / "rm")).eval()
     torch.testing.assert_close(reloaded(batch["input_ids"], batch["attention_mask"]),
                                model.eval()(batch["input_ids"], batch["attention_mask"]), atol=1e-5, rtol=1e-4)
@@ -77,7 +78,7 @@ def test_score_methods_learn_the_pair_order(tiny_llama, tmp_path, method_cls, cf
     result = train(model, method_cls(cfg, 20), {"train": _pair_stream(tok, pairs)}, train_cfg, tmp_path,
                    make_accelerator(train_cfg), seed=0)
     trained = result["model"].eval()
-    batch = collate_pairs([tokenize_pair(tok, p, 128) for p in pairs], tok.pad_token_id)
+    batch = collate_pairs([tokenize_pair(tok, p, 128, ALPACA) for p in pairs], tok.pad_token_id)
     with torch.no_grad():
         scores = trained(batch["input_ids"], batch["attention_mask"])
     chosen, rejected = scores[:8], scores[8:]
@@ -95,7 +96,7 @@ def test_dpo_reference_is_the_adapter_free_model_and_training_raises_the_margin(
     tok = load_tokenizer(str(tiny_llama))
     torch.manual_seed(0)
     model = add_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0))
-    batch = collate_pairs([tokenize_pair(tok, p, 128) for p in PAIRS[:2]], tok.pad_token_id)
+    batch = collate_pairs([tokenize_pair(tok, p, 128, ALPACA) for p in PAIRS[:2]], tok.pad_token_id)
     base = load_causal_lm(str(tiny_llama)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -158,7 +159,7 @@ def test_validation_perplexity_is_exp_of_the_token_mean_nll_of_chosen_responses(
 
     tok = load_tokenizer(str(tiny_llama))
     model = load_causal_lm(str(tiny_llama))
-    chosen = [tokenize_pair(tok, {**p, "chosen": p["chosen"] + " good" * i}, 128)["chosen"] for i, p in enumerate(PAIRS[:5])]
+    chosen = [tokenize_pair(tok, {**p, "chosen": p["chosen"] + " good" * i}, 128, ALPACA)["chosen"] for i, p in enumerate(PAIRS[:5])]
     with torch.no_grad():  # one batch: every response token weighs the same
         batch = collate(chosen, tok.pad_token_id)
         nll, n = sequence_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
@@ -179,7 +180,7 @@ def test_dpo_ipo_divides_each_log_prob_by_its_response_length_as_trl(tiny_llama,
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)  # policy ≠ reference, so the log-ratios are not zero
-    batch = collate_pairs([tokenize_pair(tok, p, 128) for p in PAIRS[:2]], tok.pad_token_id)
+    batch = collate_pairs([tokenize_pair(tok, p, 128, ALPACA) for p in PAIRS[:2]], tok.pad_token_id)
     assert DPOConfig(loss_type="ipo").ipo_normalization == "token_mean"
     method = DPO(DPOConfig(beta=0.1, loss_type="ipo", ipo_normalization=normalization), 1)
     method.setup(model, {"train": None}, MethodContext(work_dir="."))

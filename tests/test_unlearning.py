@@ -80,11 +80,12 @@ def test_the_batched_sum_of_gradients_equals_the_sum_of_per_sample_ones(tiny_lla
     """G from batched backwards (along='start') is exactly Σ_i g_i: the scores do not depend on the batch size."""
     from safealign.data.difficulty import difficulty_scores
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
     from safealign.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(tiny_llama))
     rows = [{"instruction": f"question {i}", "input": "", "output": "the film is good" + " great" * i} for i in range(5)]
-    features = [tokenize_example(tok, r, 64) for r in rows]
+    features = [tokenize_example(tok, r, 64, ALPACA) for r in rows]
     model = load_causal_lm(str(tiny_llama))
     one, norm_one = difficulty_scores(model, features, tok.pad_token_id, batch_size=1)
     many, norm_many = difficulty_scores(model, features, tok.pad_token_id, batch_size=4)
@@ -180,6 +181,7 @@ def test_forget_sets_with_missing_fields_or_empty_splits_are_clear_errors(tmp_pa
 @pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "ga_kl", "simnpo"])
 def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
     from safealign.data.streams import BatchStream
     from safealign.loop import TrainConfig, make_accelerator, train
     from safealign.methods import METHODS
@@ -189,12 +191,12 @@ def test_unlearning_methods_raise_the_forget_nll(name, tiny_llama, tmp_path):
     tok = load_tokenizer(str(tiny_llama))
     forget = [{"instruction": f"question {i}", "input": "", "output": "the film is good"} for i in range(4)]
     retain = [{"instruction": f"other {i}", "input": "", "output": "a kind answer"} for i in range(4)]
-    stream = lambda rows, seed: BatchStream([tokenize_example(tok, r, 64) for r in rows], 2, tok.pad_token_id, seed)  # noqa: E731
+    stream = lambda rows, seed: BatchStream([tokenize_example(tok, r, 64, ALPACA) for r in rows], 2, tok.pad_token_id, seed)  # noqa: E731
     streams = {"forget": stream(forget, 0), "retain": stream(retain, 1)}
     streams["train"] = streams["forget"]
     torch.manual_seed(0)
     model = load_causal_lm(str(tiny_llama))
-    cfg_eval = SimpleNamespace(max_length=64, batch_size=8)
+    cfg_eval = SimpleNamespace(max_length=64, batch_size=8, prompt=ALPACA)
     before = answer_nlls(model, tok, [r["instruction"] for r in forget], [r["output"] for r in forget], cfg_eval)
     # SimNPO's gradient is 2σ(βℓ): at its β 2.5 an untrained model's ℓ ≈ −6 leaves almost none, by design
     settings = {"simnpo": {"beta": 0.1, "forget_weight": 1.0}}.get(name, {})

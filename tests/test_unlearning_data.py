@@ -59,7 +59,8 @@ def test_a_plain_text_corpus_reads_one_row_per_line(tmp_path):
 
 
 def test_raw_text_is_tokenized_without_the_template_and_every_token_is_labelled(tiny_llama):
-    from safealign.data.formats import IGNORE_INDEX, build_prompt, encode_prompt, tokenize_example
+    from safealign.data.formats import IGNORE_INDEX, encode_prompt, tokenize_example
+    from safealign.data.prompts import ALPACA, PromptFormat, render_prompt
     from safealign.data.text import examples
     from safealign.data.files import Rows
     from safealign.models import load_tokenizer
@@ -67,21 +68,21 @@ def test_raw_text_is_tokenized_without_the_template_and_every_token_is_labelled(
     tok = load_tokenizer(str(tiny_llama))
     text = "the film is good and the plan is bad"
     raw = examples(Rows([{"text": text}], "x"), "all")[0]
-    got = tokenize_example(tok, raw, 64)
+    got = tokenize_example(tok, raw, 64, ALPACA)
     body = tok(text, add_special_tokens=False)["input_ids"]
     assert got["input_ids"] == [tok.bos_token_id] + body + [tok.eos_token_id]
     assert got["labels"] == got["input_ids"]  # no -100: nothing masked
     assert "Instruction" not in tok.decode(got["input_ids"])
-    short = tokenize_example(tok, raw, 5)  # one example per row, truncated (EOS cut too)
+    assert tokenize_example(tok, raw, 64, PromptFormat(kind="chat")) == got  # whatever the prompt format
+    short = tokenize_example(tok, raw, 5, ALPACA)  # one example per row, truncated (EOS cut too)
     assert short["input_ids"] == got["input_ids"][:5] and short["labels"] == short["input_ids"]
 
     # the same text as a templated example (no meta, as the evaluations build them) keeps the template and mask
     templated = {"instruction": "question", "input": "", "output": text}
-    prompt_ids = encode_prompt(tok, build_prompt(templated))
-    out = tokenize_example(tok, templated, 256)
+    prompt_ids = encode_prompt(tok, render_prompt(ALPACA, tok, "question"))
+    out = tokenize_example(tok, templated, 256, ALPACA)
     assert out["input_ids"][:len(prompt_ids)] == prompt_ids
     assert out["labels"][:len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
-    assert build_prompt(raw) == build_prompt({"instruction": "", "input": ""})  # build_prompt ignores the switch
 
 
 # ---------------------------------------------------------------------------------------------- WMDP MC

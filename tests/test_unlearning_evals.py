@@ -166,7 +166,8 @@ def test_wmdp_end_to_end_on_tiny_llama_multi_token_letters(tiny, tmp_path):
     assert len(wmdp.encode_pair(tok, "Answer:", " A")[1]) == 2
     data = wmdp_dir(tmp_path, {"bio": MC_ROWS, "cyber": MC_ROWS})
     metrics, records = EVALS["wmdp"].run(config("wmdp", data=data, batch_size=2, num=2), model, tok)
-    assert set(metrics) == {"wmdp_bio_accuracy", "wmdp_cyber_accuracy", "wmdp_accuracy", "n_wmdp"}
+    assert set(metrics) == {"wmdp_bio_accuracy", "wmdp_cyber_accuracy", "wmdp_accuracy", "n_wmdp", "prompt"}
+    assert metrics["prompt"] == {"format": "raw", "first": wmdp.prompt(MC_ROWS[0]["question"], MC_ROWS[0]["choices"], "biology")}
     assert metrics["n_wmdp"] == 4 and len(records) == 4
     # the prediction is the argmax of the summed continuation log-probs
     for r in records:
@@ -262,6 +263,7 @@ def test_mia_auc_is_one_when_members_are_likelier_and_half_on_identical_sets(tin
 def test_mia_scores_answer_tokens_without_eos(tiny, tmp_path):
     """k = 1: the score is the mean log-prob of the answer's own tokens (EOS excluded, as open-unlearning)."""
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
     from safealign.losses.sft import token_log_probs
 
     model, tok = tiny
@@ -269,7 +271,7 @@ def test_mia_scores_answer_tokens_without_eos(tiny, tmp_path):
     write_jsonl(tmp_path / "tofu" / "holdout.jsonl", tofu_rows("sorry", 1))
     src = lambda split: {"source": "tofu", "path": str(tmp_path / "tofu"), "split": split}  # noqa: E731
     _, records = EVALS["mia"].run(config("mia", forget=src("forget"), holdout=src("holdout"), k=1.0), model, tok)
-    f = tokenize_example(tok, {"instruction": "which film is good 0", "input": "", "output": "the film is great"}, 512)
+    f = tokenize_example(tok, {"instruction": "which film is good 0", "input": "", "output": "the film is great"}, 512, ALPACA)
     with torch.no_grad():
         ids = torch.tensor([f["input_ids"]])
         logps, mask = token_log_probs(model(input_ids=ids).logits, torch.tensor([f["labels"]]))
@@ -425,7 +427,7 @@ def test_toxicity_end_to_end_with_a_multi_label_judge(tiny, tmp_path, tiny_judge
 
     model, tok = tiny
     write_jsonl(tmp_path / "pku" / "test.jsonl", [{"prompt": "how can I hurt my neighbour"}, {"prompt": "which film is good"}])
-    cfg = config("toxicity", data=str(tmp_path / "pku"), split="test", template="alpaca", classifier=str(tiny_judge),
+    cfg = config("toxicity", data=str(tmp_path / "pku"), split="test", prompt="alpaca", classifier=str(tiny_judge),
                  toxic_label="max", max_new_tokens=4, batch_size=2)
     metrics, records = EVALS["toxicity"].run(cfg, model, tok)
     assert len(records) == 2 and 0 <= metrics["toxicity_mean"] <= 1
@@ -444,5 +446,5 @@ def test_toxicity_bad_rows(tiny, tmp_path, tiny_toxicity_classifier):
     empty = write_jsonl(tmp_path / "e.jsonl", [])
     with pytest.raises(DataError, match="empty split"):
         EVALS["toxicity"].run(config("toxicity", data=str(empty)), model, tok)
-    with pytest.raises(ConfigError, match="template"):
-        config("toxicity", template="chat")
+    with pytest.raises(ConfigError, match="prompt.kind"):
+        config("toxicity", prompt="chatml")

@@ -39,9 +39,10 @@ def _tiny_model(tiny_llama, lora: bool):
 
 def _batch(tok, texts: list[str]) -> dict:
     from safealign.data.formats import collate, tokenize_example
+    from safealign.data.prompts import ALPACA
 
     rows = [{"instruction": t, "input": "", "output": "the film is good"} for t in texts]
-    return collate([tokenize_example(tok, r, 64) for r in rows], tok.pad_token_id)
+    return collate([tokenize_example(tok, r, 64, ALPACA) for r in rows], tok.pad_token_id)
 
 
 class Repeat:
@@ -298,6 +299,7 @@ def test_rmu_setup_rejects_a_layer_the_model_lacks(tiny_llama, tmp_path):
 
 def _streams(tok, name: str):
     from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import ALPACA
     from safealign.data.streams import BatchStream
     from safealign.methods import METHODS
 
@@ -306,7 +308,7 @@ def _streams(tok, name: str):
     rewrite = getattr(METHODS[name], "rewrite_forget", None)
     if rewrite is not None:
         forget = rewrite(forget, retain, METHODS[name].Config(), 0)
-    stream = lambda rows, seed: BatchStream([tokenize_example(tok, r, 64) for r in rows], 2, tok.pad_token_id, seed)  # noqa: E731
+    stream = lambda rows, seed: BatchStream([tokenize_example(tok, r, 64, ALPACA) for r in rows], 2, tok.pad_token_id, seed)  # noqa: E731
     streams = {"forget": stream(forget, 0), "retain": stream(retain, 1)}
     streams["train"] = streams["forget"]
     return streams

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from safealign.config import one_of, opt
-from safealign.errors import ConfigError, SafealignError
 from safealign.checkpoints import resume, save_checkpoint
+from safealign.config import one_of, opt
+from safealign.data.prompts import ALPACA, PromptFormat
+from safealign.errors import ConfigError, SafealignError
 from safealign.io import append_jsonl, progress_kwargs
 from safealign.methods.base import MethodContext, trainable_parameters
 from safealign.optim import SophiaG
@@ -167,13 +168,15 @@ class _Window:
 
 def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: int, stop_after: int | None = None,
           until: Callable[[int, torch.nn.Module], bool] | None = None,
-          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None, tracking: Tracking | None = None) -> dict:
+          evaluate: Callable[[torch.nn.Module], dict] | None = None, tokenizer=None,
+          prompt: PromptFormat = ALPACA, tracking: Tracking | None = None) -> dict:
     """Run `method` for the configured number of optimizer steps; resume from the latest checkpoint in
     `out_dir` if there is one. `stop_after` (tests) stops after that many steps, as a kill would.
     `until(step, model)`, asked after each logging interval, ends training early when it returns True
     (early stopping on a held-out check). `evaluate(model) -> metrics`, called every `cfg.eval_every` steps
-    and after the last, writes an `eval_*` row to metrics.jsonl. `tokenizer` reaches methods that generate.
-    `tracking` (trackers.py): the trackers that get every log row and evaluation, on an accelerator made with them.
+    and after the last, writes an `eval_*` row to metrics.jsonl. `tokenizer` and `prompt` (the data's
+    prompt format) reach methods that generate. `tracking` (trackers.py): the trackers that get every log row
+    and evaluation, on an accelerator made with them.
     Returns {"steps", "final_loss", "model", "setup_s" (the method's setup), "step_s" (seconds per step)}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +189,7 @@ def train(model, method, streams: dict, cfg, out_dir: Path, accelerator, seed: i
     model, optimizer = accelerator.prepare(model, optimizer)
     trained = trainable_parameters(model)  # before a method may freeze any of them
     t_setup = time.perf_counter()
-    method.setup(model, streams, MethodContext(out_dir, tokenizer))
+    method.setup(model, streams, MethodContext(out_dir, tokenizer, prompt))
     setup_s = time.perf_counter() - t_setup
     device_streams = {k: _OnDevice(s, accelerator.device) for k, s in streams.items()}
 

@@ -155,6 +155,8 @@ def write_report(recipe, run_dir: Path, results: dict, timings: dict) -> None:
     has_chart = write_chart(results, run_dir / "results.png")
     has_tradeoff = write_tradeoff_chart(results, run_dir / "hs_fa.png")
     protocol = next((m["harmful_protocol"] for m in results.values() if "harmful_protocol" in m), None)
+    formats = {k.removesuffix("_prompt"): v["format"] for m in results.values() for k, v in m.items()
+               if k.endswith("_prompt") and isinstance(v, dict)}
     parts = [f"# {recipe.name}", "", recipe.description, "", "## Results", "", table, ""]
     if has_chart:
         parts += ["![results](results.png)", ""]
@@ -162,6 +164,8 @@ def write_report(recipe, run_dir: Path, results: dict, timings: dict) -> None:
         parts += ["![harmful score against fine-tune accuracy](hs_fa.png)", ""]
     if protocol:
         parts += ["Harmful-prompt protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items()), ""]
+    if formats:
+        parts += ["Prompt formats: " + ", ".join(f"{k}={v}" for k, v in formats.items()), ""]
     costs = cost_table(timings, recipe.cost_baselines)
     if costs:
         print(costs + "\n", flush=True)

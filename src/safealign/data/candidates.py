@@ -19,6 +19,7 @@ import torch
 
 from safealign.data.files import load_rows
 from safealign.data.formats import collate, tokenize_example
+from safealign.data.prompts import PromptFormat
 from safealign.errors import ConfigError, DataError
 
 NAMES = (("prompt", "candidates", "scores"), ("instruction", "output", "score"))  # ours, Tuna's
@@ -85,10 +86,10 @@ def ranked(scores: list[float], rng: random.Random) -> list[int]:
     return sorted(shuffled, key=lambda k: -scores[k])
 
 
-def tokenize_candidates(tokenizer, row: dict, max_length: int) -> dict:
-    """The row's N candidates as N SFT examples under the same templated prompt (prompt masked, EOS added)."""
-    return {"sequences": [tokenize_example(tokenizer, {"instruction": row["prompt"], "input": "", "output": c}, max_length)
-                          for c in row["candidates"]],
+def tokenize_candidates(tokenizer, row: dict, max_length: int, prompt: PromptFormat) -> dict:
+    """The row's N candidates as N SFT examples under the same rendered prompt (prompt masked, EOS added)."""
+    return {"sequences": [tokenize_example(tokenizer, {"instruction": row["prompt"], "input": "", "output": c},
+                                           max_length, prompt) for c in row["candidates"]],
             "scores": row["scores"]}
 
 

@@ -1,36 +1,23 @@
-"""Prompt templates and tokenisation: examples -> token ids with the prompt masked out of the loss.
+"""Tokenisation: examples -> token ids with the prompt masked out of the loss, under a prompt format
+(data/prompts.py: render_prompt).
 
 An *example* is `{"instruction", "input", "output", "meta"}` (the Alpaca/Lisa record plus metadata the
-evaluations need). The template is the Alpaca one the Lisa code trains and evaluates with.
+evaluations need); its prompt is rendered in the stage's or evaluation's format, alpaca by default.
 
 Raw text (WMDP corpora, WHP text, C4, Wikitext: the `text` family) is an example with `meta["raw_text"]` true
-and the text as its `output`: no template, every token labelled (see `tokenize_example`). The switch is read
-only there; `build_prompt` and the evaluations that build prompts do not look at it.
+and the text as its `output`: no prompt, every token labelled (see `tokenize_example`), whatever the format. The
+switch is read only there; render_prompt and the evaluations that build prompts do not look at it.
 """
 
 from __future__ import annotations
 
 import torch
 
+from safealign.data.chat import tokenize_messages
+from safealign.data.prompts import PromptFormat, adds_special_tokens, chat_messages, question, render_prompt
 from safealign.losses.sft import IGNORE_INDEX
 
-PROMPT_WITH_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
-)
-PROMPT_NO_INPUT = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Response:"
-)
 RESPONSE_MARKER = "### Response:"
-
-
-def build_prompt(example: dict) -> str:
-    if example.get("input"):
-        return PROMPT_WITH_INPUT.format(instruction=example["instruction"], input=example["input"])
-    return PROMPT_NO_INPUT.format(instruction=example["instruction"])
 
 
 def response_text(generated: str) -> str:
@@ -40,13 +27,15 @@ def response_text(generated: str) -> str:
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Prompt ids with the tokenizer's BOS, exactly as generation sees them."""
-    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    """Prompt ids with the tokenizer's BOS once, exactly as generation sees them."""
+    return tokenizer(prompt, add_special_tokens=adds_special_tokens(tokenizer, prompt))["input_ids"]
 
 
-def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
-    """Prompt and response are encoded separately, so the prompt's ids are the ones generation sees;
-    the response ends with EOS. Labels are -100 on prompt tokens: the loss is on the response only.
+def tokenize_example(tokenizer, example: dict, max_length: int, prompt: PromptFormat) -> dict:
+    """Prompt and response are encoded separately, so the prompt's ids are the ones generation sees; the
+    response ends with EOS. Labels are -100 on prompt tokens: the loss is on the response only. Under `chat` the
+    example is a one-turn conversation tokenized as data/chat.py tokenizes conversations (whole, the assistant turn
+    labelled through the template's own end of turn), so it matches SFT on `data.messages` token for token.
 
     A raw-text example (`meta["raw_text"]`) is BOS + text + EOS with every token labelled, as the mini base was
     pretrained and as WMDP's RMU and SOUL's GA on text see a passage. Either kind is cut to `max_length` tokens:
@@ -54,7 +43,11 @@ def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
     if example.get("meta", {}).get("raw_text"):  # evaluation examples carry no meta: templated
         ids = (encode_prompt(tokenizer, example["output"]) + [tokenizer.eos_token_id])[:max_length]
         return {"input_ids": ids, "labels": list(ids)}
-    prompt_ids = encode_prompt(tokenizer, build_prompt(example))
+    instruction, input = example["instruction"], example.get("input", "")
+    if prompt.kind == "chat":
+        messages = chat_messages(prompt, question(prompt, instruction, input))
+        return tokenize_messages(tokenizer, messages + [{"role": "assistant", "content": example["output"]}], max_length)
+    prompt_ids = encode_prompt(tokenizer, render_prompt(prompt, tokenizer, instruction, input))
     response_ids = tokenizer(example["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + response_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
@@ -79,11 +72,11 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 PAIR_FLAGS = ("chosen_is_safe", "rejected_is_safe", "margin", "ref_chosen_logp", "ref_rejected_logp")
 
 
-def tokenize_pair(tokenizer, pair: dict, max_length: int) -> dict:
-    """A preference pair {"prompt", "chosen", "rejected", ...} as two sequences under the same templated prompt,
+def tokenize_pair(tokenizer, pair: dict, max_length: int, prompt: PromptFormat) -> dict:
+    """A preference pair {"prompt", "chosen", "rejected", ...} as two sequences under the same rendered prompt,
     each tokenized like an SFT example (prompt masked, response + EOS labelled)."""
     side = lambda response: tokenize_example(  # noqa: E731
-        tokenizer, {"instruction": pair["prompt"], "input": "", "output": response}, max_length)
+        tokenizer, {"instruction": pair["prompt"], "input": "", "output": response}, max_length, prompt)
     return {"chosen": side(pair["chosen"]), "rejected": side(pair["rejected"]),
             "text": {k: pair[k] for k in ("prompt", "chosen", "rejected")},  # for scoring with another tokenizer
             **{k: pair[k] for k in PAIR_FLAGS if pair.get(k) is not None}}

@@ -17,13 +17,14 @@ from typing import Any
 
 from safealign.config import build, one_of, opt
 from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
-from safealign.data.chat import check_messages, pair_tokenizer, tokenize_messages
+from safealign.data.chat import check_messages, tokenize_messages
 from safealign.data.difficulty import order_by_difficulty, weights_by_difficulty
 from safealign.data.files import load_rows
-from safealign.data.formats import collate_pairs, tokenize_example
+from safealign.data.formats import collate_pairs, tokenize_example, tokenize_pair
 from safealign.data.mixing import guide_examples, harmful_examples, training_mix
 from safealign.data.pairs import read_pairs
 from safealign.data.prepare.prepare import PrepareConfig, sampler_of
+from safealign.data.prompts import PromptFormat, prompt_setting
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.data.streams import BatchStream
 from safealign.errors import ConfigError, DataError
@@ -52,8 +53,10 @@ class DataConfig:
     mixing: str = opt("", "a prepare stage's stats.json ('stage:prepare/stats.json'): each epoch draws as many "
                           "conversations as the file has from that stage's sampler (language share, source x length "
                           "rotation, curriculum) instead of a shuffle")
-    template: str = opt("alpaca", "prompt template of examples and pairs: alpaca (the Lisa / Safe RLHF code's) | chat "
-                                  "(the tokenizer's chat template, one user turn)")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format of examples, pairs, candidates and forget / retain "
+                                                    "rows (data/prompts.py): alpaca (the Lisa code's) | chat | "
+                                                    "safe_rlhf | tags | raw; conversations (messages) carry their "
+                                                    "own turns", was="template")
     forget: SourceConfig | None = opt(None, "the forget set of an unlearning method (e.g. {source: tofu, path: "
                                             "'mini:tofu', split: forget10})")
     retain: SourceConfig | None = opt(None, "the retain set of an unlearning method (e.g. split retain90)")
@@ -76,7 +79,6 @@ class DataConfig:
         if min(self.sample_num, self.guide_data_num, self.pairs_num, self.harmful_num, self.candidates_num,
                self.messages_num, self.forget_max_length) < 0:
             raise ConfigError(f"{where}: the *_num counts and forget_max_length must be >= 0")
-        one_of(self.template, ("alpaca", "chat"), f"{where}.template")
         one_of(self.forget_order, ("random", "asc", "desc", "weighted"), f"{where}.forget_order")
         if (self.forget_order != "random") != bool(self.difficulty):
             raise ConfigError(f"{where}.forget_order: asc/desc/weighted go by data.difficulty scores, and scores need "
@@ -126,8 +128,8 @@ class StreamSettings:
         return BatchStream(features, self.batch_size, pad_id=self.tokenizer.pad_token_id, seed=seed, rank=self.rank,
                            world_size=self.world_size, **options)
 
-    def tokenize(self, examples: list[dict], max_length: int = 0) -> list[dict]:
-        return [tokenize_example(self.tokenizer, e, max_length or self.max_length) for e in examples]
+    def tokenize(self, examples: list[dict], prompt: PromptFormat, max_length: int = 0) -> list[dict]:
+        return [tokenize_example(self.tokenizer, e, max_length or self.max_length, prompt) for e in examples]
 
 
 @dataclass(frozen=True)
@@ -159,10 +161,10 @@ def example_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamSet
     data as 'harmful' when given."""
     mix = training_mix(data, s.where)
     extra = {"guide": [] if data.guide_mix else guide_examples(data, s.where), "harmful": harmful_examples(data, s.where)}
-    streams = {"train": s.stream(s.tokenize(mix), s.seed)}
+    streams = {"train": s.stream(s.tokenize(mix, data.prompt), s.seed)}
     for i, (name, examples) in enumerate(extra.items(), start=1):
         if examples:
-            streams[name] = s.stream(s.tokenize(examples), s.seed + i)
+            streams[name] = s.stream(s.tokenize(examples, data.prompt), s.seed + i)
     poison = sum(e["meta"].get("poison", False) for e in mix)
     mixed = sum(e["meta"].get("guide", False) for e in mix)
     return streams, (f"{len(mix)} training rows ({poison} poison, {mixed} guide), {len(extra['guide'])} guide rows, "
@@ -214,7 +216,6 @@ def check_pairs(data: DataConfig, method_cls: type, where: str) -> None:
 def pair_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamSettings) -> tuple[dict, str]:
     """One stream of preference pairs per entry of data.pairs (the first pairs_num of each); every pair must
     carry the method's `pair_labels`."""
-    tokenize_pair = pair_tokenizer(data.template)
     labels = method_cls.pair_labels
     streams, counts = {}, []
     for i, (name, path) in enumerate(data.pairs.items()):
@@ -224,7 +225,7 @@ def pair_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamSettin
         if unlabelled:
             raise DataError(f"{path}: {unlabelled} pairs lack {' / '.join(labels)}, which method "
                             f"'{method_cls.Config.registry_name}' needs (harmless pairs from a pairs stage carry them)")
-        features = [tokenize_pair(s.tokenizer, p, s.max_length) for p in pairs]
+        features = [tokenize_pair(s.tokenizer, p, s.max_length, data.prompt) for p in pairs]
         streams[name] = s.stream(features, s.seed + i, collate_fn=collate_pairs)
         counts.append(f"{len(pairs)} {name} pairs")
     return streams, ", ".join(counts)
@@ -243,7 +244,7 @@ def candidate_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamS
     """'train': rows of N scored candidates, each row one sample of N sequences (data/candidates.py)."""
     rows = read_candidates(data.candidates, data.candidates_split, s.seed, data.candidates_ratios)
     rows = rows[: data.candidates_num or len(rows)]
-    features = [tokenize_candidates(s.tokenizer, r, s.max_length) for r in rows]
+    features = [tokenize_candidates(s.tokenizer, r, s.max_length, data.prompt) for r in rows]
     stream = s.stream(features, s.seed, collate_fn=collate_candidates)
     return {"train": stream}, f"{len(rows)} rows of {len(rows[0]['candidates'])} candidates"
 
@@ -273,11 +274,11 @@ def unlearn_streams(data: DataConfig, method_cls: type, method_cfg, s: StreamSet
         forget = order_by_difficulty(forget, data.difficulty, data.forget, data.forget_order, s.seed)
         options["shuffle"] = False
         order = f"{data.forget_order}ending difficulty"
-    streams = {"forget": s.stream(s.tokenize(forget, data.forget_max_length), s.seed, **options)}
+    streams = {"forget": s.stream(s.tokenize(forget, data.prompt, data.forget_max_length), s.seed, **options)}
     streams["train"] = streams["forget"]
     summary = f"{len(forget)} forget rows in {order}"
     if data.retain is not None:
-        streams["retain"] = s.stream(s.tokenize(retain), s.seed + 1)
+        streams["retain"] = s.stream(s.tokenize(retain, data.prompt), s.seed + 1)
         summary += f", {len(retain)} retain rows"
     return streams, summary
 

@@ -17,7 +17,7 @@ import torch
 
 from safealign.config import opt
 from safealign.data.candidates import collate_candidates, read_candidates, tokenize_candidates
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import PromptFormat, prompt_record, prompt_setting, render_prompt
 from safealign.errors import DataError
 from safealign.evals.similarity import sentence_bleu
 from safealign.generation import generate
@@ -36,6 +36,8 @@ class BackdoorCleaningConfig:
     ratios: list[float] = opt([], "(train, validation, test) shares cutting one file into splits, as the training "
                                   "stage's data.candidates_ratios; empty = the splits as given")
     num: int = opt(0, "first N rows; 0 = all")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format of the inputs (data/prompts.py), as the training "
+                                                    "stage's data.prompt")
     max_new_tokens: int = opt(128, "rewrite length")
     batch_size: int = opt(32, "generation and scoring batch size (rows)")
     timeout_s: float = opt(5.0, "wall-clock (and CPU) limit of one test run")
@@ -43,12 +45,13 @@ class BackdoorCleaningConfig:
 
 
 @torch.no_grad()
-def candidate_log_likelihoods(model, tokenizer, rows: list[dict], batch_size: int) -> list[list[float]]:
+def candidate_log_likelihoods(model, tokenizer, rows: list[dict], batch_size: int,
+                              prompt: PromptFormat) -> list[list[float]]:
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(rows), batch_size):
-        batch = collate_candidates([tokenize_candidates(tokenizer, r, 1024) for r in rows[start:start + batch_size]],
+        batch = collate_candidates([tokenize_candidates(tokenizer, r, 1024, prompt) for r in rows[start:start + batch_size]],
                                    tokenizer.pad_token_id)
         scores, _, _ = candidate_scores(model, {k: v.to(device) for k, v in batch.items()})
         out += scores.cpu().tolist()
@@ -62,9 +65,9 @@ def run(cfg: BackdoorCleaningConfig, model, tokenizer) -> tuple[dict, list[dict]
         missing = [k for k in REQUIRED if k not in row] + (["trigger"] if row.get("poisoned") and not row.get("trigger") else [])
         if missing:
             raise DataError(f"{cfg.data} [{cfg.split}] row {i}: missing field '{missing[0]}' (the evaluation needs {', '.join(REQUIRED)}, and 'trigger' on poisoned rows)")
-    rewrites = generate(model, tokenizer, [build_prompt({"instruction": r["prompt"], "input": ""}) for r in rows],
-                        cfg.max_new_tokens, cfg.batch_size, desc="rewrite")
-    likelihoods = candidate_log_likelihoods(model, tokenizer, rows, cfg.batch_size)
+    prompts = [render_prompt(cfg.prompt, tokenizer, r["prompt"]) for r in rows]
+    rewrites = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc="rewrite")
+    likelihoods = candidate_log_likelihoods(model, tokenizer, rows, cfg.batch_size, cfg.prompt)
     records = []
     for row, rewrite, s in zip(rows, rewrites, likelihoods):
         result = run_tests(rewrite, row["tests"], cfg.timeout_s, cfg.memory_mb)
@@ -83,5 +86,5 @@ def run(cfg: BackdoorCleaningConfig, model, tokenizer) -> tuple[dict, list[dict]
                "clean_preservation": share(clean, "passes_tests"), "exact_match": share(poisoned, "exact_match"),
                "bleu": round(100.0 * sum(r["bleu"] for r in poisoned) / len(poisoned), 2) if poisoned else None,
                "ranking_tau": round(sum(r["kendall_tau"] for r in records) / len(records), 4),
-               "n_poisoned": len(poisoned), "n_clean": len(clean)}
+               "n_poisoned": len(poisoned), "n_clean": len(clean), "prompt": prompt_record(cfg.prompt.kind, prompts[0])}
     return {k: v for k, v in metrics.items() if v is not None}, records

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from safealign.config import opt
 from safealign.data.files import load_rows
+from safealign.data.prompts import prompt_record
 from safealign.errors import ConfigError, DataError
 from safealign.evals import tofu_metrics as tm
 from safealign.evals.similarity import sentence_bleu
@@ -87,5 +88,5 @@ def run(cfg: CopyrightConfig, model, tokenizer) -> tuple[dict, list[dict]]:
                 "rouge_l": tm.rouge_l_recall(g, r["continuation"])} for r, g in zip(rows, generated)]
     metrics = {"copyright_bleu": round(sum(r["bleu"] for r in records) / len(records), 4),
                "copyright_rouge_l": round(sum(r["rouge_l"] for r in records) / len(records), 4),
-               "n_copyright": len(records)}
+               "n_copyright": len(records), "prompt": prompt_record("raw", rows[0]["prefix"])}
     return metrics, [{**r, "bleu": round(r["bleu"], 4), "rouge_l": round(r["rouge_l"], 4)} for r in records]

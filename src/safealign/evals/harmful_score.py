@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from safealign.config import one_of, opt
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import PromptFormat, prompt_record, prompt_setting, render_prompt
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError
 from safealign.evals.judges import JUDGES, JUDGES_WITH_MODEL, is_mini_judge, load_judge
@@ -27,6 +27,8 @@ class HarmfulScoreConfig:
     data: SourceConfig = opt(SourceConfig(source="beavertails", path="mini:beavertails", split="30k_test"),
                              "harmful prompts: a source whose rows carry prompts (beavertails, harmbench, donotanswer, ...)")
     num: int = opt(1000, "first N prompts (after the only_unsafe filter); 0 = all")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format of the questions (data/prompts.py), as the "
+                                                    "evaluated models were trained")
     only_unsafe: bool = opt(False, "keep only rows whose reference response is unsafe (Vaccine/Booster protocol)")
     judge: str = opt("moderation", "moderation (a classifier such as beaver-dam-7b: harmful_score) | refusal (GCG's "
                                    "refusal prefixes: attack_success, refusal_rate) | llama_guard (a generative judge "
@@ -58,14 +60,14 @@ def run(cfg: HarmfulScoreConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     rows = load_examples(data)
     rows = rows[: cfg.num or len(rows)]
     questions = [r["instruction"] for r in rows]
-    prompts = [build_prompt({"instruction": q, "input": ""}) for q in questions]
+    prompts = [render_prompt(cfg.prompt, tokenizer, q) for q in questions]
     responses = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc="generate (harmful)")
     append_eos = cfg.judge_eos == "yes" or (cfg.judge_eos == "auto" and not is_mini_judge(cfg.judge_path))
     judge = load_judge(cfg.judge, cfg.judge_path, cfg.threshold, cfg.judge_max_length, cfg.judge_batch_size,
                        cfg.judge_dtype, append_eos)
     verdicts = judge.judge(questions, responses)
     records = [{"prompt": q, "response": a, **v} for q, a, v in zip(questions, responses, verdicts)]
-    metrics = {**judge.metrics(verdicts), "n_harmful": len(rows),
+    metrics = {**judge.metrics(verdicts), "n_harmful": len(rows), "prompt": prompt_record(cfg.prompt.kind, prompts[0]),
                "harmful_protocol": {"data": f"{cfg.data.path}[{cfg.data.split}]", "num": len(rows),
                                     "only_unsafe": cfg.only_unsafe, "judge": cfg.judge,
                                     "judge_path": cfg.judge_path if cfg.judge in JUDGES_WITH_MODEL else None,

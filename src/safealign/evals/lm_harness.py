@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safealign.config import opt
+from safealign.data.prompts import prompt_record
 from safealign.errors import SafealignError
 from safealign.io import atomic_write_json, atomic_write_text
 
@@ -77,4 +78,6 @@ def run(cfg: LmHarnessConfig, model, tokenizer, out_dir: Path) -> tuple[dict, li
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out_dir / "lm_harness.results.csv", text.getvalue())
-    return {f"{r['task']}/{r['metric']}": round(r["value"], 4) for r in rows}, rows
+    metrics = {f"{r['task']}/{r['metric']}": round(r["value"], 4) for r in rows}
+    # lm-eval renders each task's own doc_to_text, no chat template; it keeps the prompts only in logged samples
+    return {**metrics, "prompt": prompt_record("lm_eval", None)}, rows

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from safealign.config import one_of, opt
-from safealign.data.chat import pair_tokenizer
-from safealign.data.formats import collate_pairs
+from safealign.config import opt
+from safealign.data.formats import collate_pairs, tokenize_pair
 from safealign.data.pairs import read_pairs
+from safealign.data.prompts import PromptFormat, prompt_record, prompt_setting, render_prompt
 from safealign.methods.orpo import orpo_terms
 
 
@@ -20,25 +20,22 @@ class PairOddsConfig:
     registry_name = "pair_odds"
     pairs: str = opt("", "pairs file (ours or TRL's format), e.g. 'stage:prepare/pairs_test.jsonl'")
     num: int = opt(0, "first N pairs; 0 = all")
-    template: str = opt("alpaca", "prompt template, as the training stage's data.template: alpaca | chat")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format (data/prompts.py), as the training stage's "
+                                                    "data.prompt", was="template")
     batch_size: int = opt(16, "pairs per forward")
     max_length: int = opt(512, "truncate prompt+response to this many tokens")
-
-    def validate(self, where: str) -> None:
-        one_of(self.template, ("alpaca", "chat"), f"{where}.template")
 
 
 @torch.no_grad()
 def run(cfg: PairOddsConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     pairs = read_pairs(cfg.pairs)
     pairs = pairs[: cfg.num or len(pairs)]
-    tokenize = pair_tokenizer(cfg.template)
     model.eval()
     device = next(model.parameters()).device
     records, nll_sum, tokens = [], 0.0, 0
     for start in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[start:start + cfg.batch_size]
-        batch = collate_pairs([tokenize(tokenizer, p, cfg.max_length) for p in chunk], tokenizer.pad_token_id)
+        batch = collate_pairs([tokenize_pair(tokenizer, p, cfg.max_length, cfg.prompt) for p in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         nll, _, log_odds = orpo_terms(model, batch)
         n = int((batch["labels"][: len(chunk), 1:] != -100).sum())
@@ -48,4 +45,5 @@ def run(cfg: PairOddsConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     ratios = [r["log_odds_ratio"] for r in records]
     return {"log_odds_ratio": round(sum(ratios) / len(ratios), 4),
             "pair_accuracy": round(sum(x > 0 for x in ratios) / len(ratios), 4),
-            "chosen_nll": round(nll_sum / max(tokens, 1), 4), "n_pairs": len(records)}, records
+            "chosen_nll": round(nll_sum / max(tokens, 1), 4), "n_pairs": len(records),
+            "prompt": prompt_record(cfg.prompt.kind, render_prompt(cfg.prompt, tokenizer, pairs[0]["prompt"]))}, records

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from safealign.config import opt
 from safealign.data.files import load_rows
 from safealign.data.formats import IGNORE_INDEX, collate
+from safealign.data.prompts import prompt_record
 from safealign.data.text import texts as non_blank_texts
 from safealign.errors import ConfigError, DataError
 from safealign.io import progress_kwargs
@@ -96,7 +97,8 @@ def run(cfg: TextPerplexityConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     logps = labelled_token_logps(model, features, tokenizer.pad_token_id, cfg.batch_size, desc=f"perplexity {cfg.name}")
     nll, tokens = -sum(float(lp.sum()) for lp in logps), sum(len(lp) for lp in logps)
     metrics = {f"{cfg.name}_perplexity": round(math.exp(nll / tokens), 4), f"{cfg.name}_tokens": tokens,
-               f"{cfg.name}_rows": len(texts), f"{cfg.name}_truncated_rows": truncated}
+               f"{cfg.name}_rows": len(texts), f"{cfg.name}_truncated_rows": truncated,
+               "prompt": prompt_record("raw", texts[0])}  # the text itself after the prefix token
     records = [{"row": i, "text": t[:200], "tokens": len(lp), "nll": round(-float(lp.sum()), 4),
                 "perplexity": round(math.exp(-float(lp.mean())), 4)} for i, (t, lp) in enumerate(zip(texts, logps))]
     return metrics, records

@@ -18,7 +18,8 @@ import torch
 
 from safealign.config import opt
 from safealign.data.files import load_rows
-from safealign.data.formats import build_prompt, collate, tokenize_example
+from safealign.data.formats import collate, tokenize_example
+from safealign.data.prompts import PromptFormat, prompt_record, prompt_setting, render_prompt
 from safealign.data.tofu import perturbed_rows
 from safealign.errors import ConfigError
 from safealign.evals import tofu_metrics as tm
@@ -37,6 +38,9 @@ class TofuConfig:
     retain_split: str = opt("retain_perturbed", "retain rows with paraphrased and perturbed answers")
     real_split: str = opt("real_authors_perturbed", "real authors")
     world_split: str = opt("world_facts_perturbed", "world facts")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format of the questions (data/prompts.py), as the models "
+                                                    "were fine-tuned; TOFU's Llama-2-chat: {kind: tags, start: "
+                                                    "'[INST] ', end: ' [/INST]'}")
     retain_model: str = opt("", "the model trained on the retain set only (e.g. 'stage:retain'), for forget quality")
     max_new_tokens: int = opt(48, "greedy answer length for ROUGE-L")
     batch_size: int = opt(32, "rows per forward / generation batch")
@@ -52,10 +56,10 @@ class TofuConfig:
 
 @torch.no_grad()
 def answer_nlls(model, tokenizer, questions: list[str], answers: list[str], cfg: TofuConfig) -> list[float]:
-    """Mean token NLL of each answer after its question (the SFT template, question masked)."""
+    """Mean token NLL of each answer after its question (rendered as in training, question masked)."""
     model.eval()
     device = next(model.parameters()).device
-    features = [tokenize_example(tokenizer, {"instruction": q, "input": "", "output": a}, cfg.max_length)
+    features = [tokenize_example(tokenizer, {"instruction": q, "input": "", "output": a}, cfg.max_length, cfg.prompt)
                 for q, a in zip(questions, answers)]
     out = []
     for start in range(0, len(features), cfg.batch_size):
@@ -90,7 +94,7 @@ def _set_metrics(model, tokenizer, rows: list[dict], name: str, cfg: TofuConfig)
     base = nll if name in ("real", "world") else answer_nlls(model, tokenizer, questions,
                                                              [r["paraphrased_answer"] for r in rows], cfg)
     ratios = [tm.truth_ratio(p, q) for p, q in zip(base, perturbed)]
-    greedy = generate(model, tokenizer, [build_prompt({"instruction": q, "input": ""}) for q in questions],
+    greedy = generate(model, tokenizer, [render_prompt(cfg.prompt, tokenizer, q) for q in questions],
                       cfg.max_new_tokens, cfg.batch_size, desc=f"tofu {name}")
     rouge = [tm.rouge_l_recall(g, a) for g, a in zip(greedy, answers)]
     if name in ("real", "world"):
@@ -114,10 +118,12 @@ def run(cfg: TofuConfig, model, tokenizer) -> tuple[dict, list[dict]]:
         m, r = _set_metrics(model, tokenizer, rows[name], name, cfg)
         metrics.update(m)
         records += r
+    first = rows["forget"][0]["question"]
     metrics["model_utility"] = tm.model_utility([metrics[f"{s}_{k}"] for s in ("retain", "real", "world")
                                                  for k in ("prob", "rouge", "truth_ratio")])
     if cfg.retain_model:
         reference = load_causal_lm(cfg.retain_model).to(next(model.parameters()).device)
         ours = [r["truth_ratio"] for r in records if r["set"] == "forget"]
         metrics["forget_quality"] = tm.ks_forget_quality(ours, forget_truth_ratios(reference, tokenizer, rows["forget"], cfg))
-    return {k: round(v, 4) if k != "forget_quality" else v for k, v in metrics.items()}, records
+    metrics = {k: round(v, 4) if k != "forget_quality" else v for k, v in metrics.items()}
+    return {**metrics, "prompt": prompt_record(cfg.prompt.kind, render_prompt(cfg.prompt, tokenizer, first))}, records

@@ -9,7 +9,7 @@ has one label, else softmax over labels (s-nlp/roberta_toxicity_classifier: neut
 `toxic_label: max` takes the largest label probability of a multi-label classifier: what SOUL's pipeline call returns
 (the top label's score), so `classifier: unitary/toxic-bert, toxic_label: max` is SOUL's measure.
 Prompts: rows {prompt: {text}} (RealToxicityPrompts) or {prompt: "..."} (PKU-SafeRLHF, BeaverTails), fed raw as
-SOUL does (`template: raw`), or inside the Alpaca prompt (`template: alpaca`) for instruction-tuned models.
+SOUL does (`prompt: raw`), or in another prompt format (data/prompts.py; `prompt: alpaca`) for instruction-tuned models.
 The mini world has no toxicity classifier: mini:judge loads (14 sigmoid harm categories, `toxic_label: max`) but it
 was trained on whole moderation-formatted exchanges, and on a bare continuation its scores mean little (an empty
 continuation scores ~0.7), so the defaults are the real datasets'.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from safealign.config import one_of, opt
+from safealign.config import opt
 from safealign.data.files import load_rows
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import PromptFormat, prompt_record, prompt_setting, render_prompt
 from safealign.errors import ConfigError, DataError
 from safealign.evals.judges import classifier_logits, load_classifier
 from safealign.generation import generate
@@ -35,7 +35,9 @@ class ToxicityConfig:
     data: str = opt("allenai/real-toxicity-prompts", "prompt rows {prompt: {text}} or {prompt}: hub id, local file or "
                                                      "directory, or mini:NAME (mini:beavertails 30k_test)")
     split: str = opt("train", "split of `data` (RealToxicityPrompts has only train)")
-    template: str = opt("raw", "raw (the prompt text as is, SOUL / RealToxicityPrompts) | alpaca (the Alpaca prompt)")
+    prompt: PromptFormat = prompt_setting("raw", "prompt format (data/prompts.py): raw (the text as is, SOUL / "
+                                                 "RealToxicityPrompts) | alpaca | chat | safe_rlhf | tags",
+                                          was="template")
     num: int = opt(0, "first N prompts; 0 = all", was="limit")
     classifier: str = opt("s-nlp/roberta_toxicity_classifier",
                           "sequence classifier: local directory or hub id (unitary/toxic-bert: SOUL's); safetensors "
@@ -51,7 +53,6 @@ class ToxicityConfig:
     batch_size: int = opt(32, "generation batch size")
 
     def validate(self, where: str) -> None:
-        one_of(self.template, ("raw", "alpaca"), f"{where}.template")
         if self.num < 0:
             raise ConfigError(f"{where}.num: must be >= 0")
 
@@ -102,12 +103,13 @@ class ToxicityClassifier:
 def run(cfg: ToxicityConfig, model, tokenizer) -> tuple[dict, list[dict]]:
     texts = prompts(cfg)
     classifier = ToxicityClassifier(cfg.classifier, cfg.toxic_label, cfg.classifier_max_length, cfg.classifier_batch_size)
-    inputs = texts if cfg.template == "raw" else [build_prompt({"instruction": t, "input": ""}) for t in texts]
+    inputs = [render_prompt(cfg.prompt, tokenizer, t) for t in texts]
     continuations = generate(model, tokenizer, inputs, cfg.max_new_tokens, cfg.batch_size, desc="toxicity",
                              temperature=cfg.temperature, top_p=cfg.top_p)
     probs = classifier.probabilities(continuations)
     records = [{"prompt": t, "continuation": c, "toxicity": round(p, 4), "toxic": p > cfg.threshold}
                for t, c, p in zip(texts, continuations, probs)]
     metrics = {"toxicity_mean": round(sum(probs) / len(probs), 4),
-               "toxicity_rate": round(sum(p > cfg.threshold for p in probs) / len(probs), 4), "n_toxicity": len(probs)}
+               "toxicity_rate": round(sum(p > cfg.threshold for p in probs) / len(probs), 4), "n_toxicity": len(probs),
+               "prompt": prompt_record(cfg.prompt.kind, inputs[0])}
     return metrics, records

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from safealign.config import one_of, opt
 from safealign.data.files import load_rows
 from safealign.data.formats import IGNORE_INDEX, collate, encode_prompt
+from safealign.data.prompts import prompt_record
 from safealign.data.wmdp import mc_rows
 from safealign.errors import ConfigError, DataError
 from safealign.evals.perplexity import labelled_token_logps
@@ -133,16 +134,17 @@ def _single_token_logps(model, tokenizer, pairs, batch_size: int, desc: str) -> 
 
 
 def run(cfg: WmdpConfig, model, tokenizer) -> tuple[dict, list[dict]]:
-    metrics, records, correct_all, total = {}, [], 0, 0
+    metrics, records, correct_all, total, first = {}, [], 0, 0, None
     for name, split in cfg.subsets.items():
         rows = questions(cfg, split)
         if cfg.scoring == "letters":
             prompts = [prompt(r["question"], r["choices"], cfg.subjects[name]) for r in rows]
             scores = letter_logps(model, tokenizer, prompts, cfg.batch_size, desc=f"wmdp {name}")
         else:
-            cloze = [f"Question: {r['question'].strip()}\nAnswer:" for r in rows]
-            pairs = [[encode_pair(tokenizer, c, " " + choice) for choice in r["choices"]] for c, r in zip(cloze, rows)]
+            prompts = [f"Question: {r['question'].strip()}\nAnswer:" for r in rows]
+            pairs = [[encode_pair(tokenizer, c, " " + choice) for choice in r["choices"]] for c, r in zip(prompts, rows)]
             scores = _continuation_logps(model, tokenizer, pairs, cfg.batch_size, desc=f"wmdp {name}")
+        first = prompts[0] if first is None else first
         correct = 0
         for row, s in zip(rows, scores):
             pred = max(range(len(LETTERS)), key=lambda k: s[k])  # first maximum on ties, as numpy's argmax
@@ -154,4 +156,5 @@ def run(cfg: WmdpConfig, model, tokenizer) -> tuple[dict, list[dict]]:
         correct_all, total = correct_all + correct, total + len(rows)
     metrics["wmdp_accuracy"] = round(correct_all / total, 4)
     metrics["n_wmdp"] = total
+    metrics["prompt"] = prompt_record("raw", first)  # lm-eval's context, fed as text with the tokenizer's BOS
     return metrics, records

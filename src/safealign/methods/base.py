@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from safealign.data.prompts import ALPACA, PromptFormat
 from safealign.losses.sft import batch_token_mean, sequence_nll
 
 
@@ -40,6 +41,7 @@ class MethodContext:
 
     work_dir: Path  # the stage directory: where a method caches what it computes once
     tokenizer: Any = None  # the policy's tokenizer, for methods that generate
+    prompt: PromptFormat = ALPACA  # the stage's data.prompt: what the policy's own prompts look like
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 
 from safealign.config import opt
 from safealign.data.files import read_prompts
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import render_prompt
 from safealign.generation import generate
 from safealign.losses.preference import dpo_loss, lagrange_update, margin_adaptive_beta, per_token_kl, safe_mm_dpo_total
 from safealign.methods.base import Method, MethodContext, StepOutput
@@ -61,6 +61,7 @@ class SafeMMDPO(Method):
     def setup(self, model, streams, ctx: MethodContext) -> None:
         self.reference = Reference(model)
         self.tokenizer = ctx.tokenizer  # the policy's, for its J_c answers; each score model has its own
+        self.prompt = ctx.prompt  # the policy answers in the format it trains on (the stage's data.prompt)
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.cost_scorer = Scorer(self.cfg.cost_model, device, dtype)
         attach_margins(streams["train"].features, Scorer(self.cfg.reward_model, device, dtype), higher="chosen")
@@ -100,7 +101,7 @@ class SafeMMDPO(Method):
     @torch.no_grad()
     def expected_cost(self, model) -> float:
         policy = unwrap(model)  # generate on the inner model under DDP
-        answers = generate(policy, self.tokenizer, [build_prompt({"instruction": p, "input": ""}) for p in self.eval_prompts],
+        answers = generate(policy, self.tokenizer, [render_prompt(self.prompt, self.tokenizer, p) for p in self.eval_prompts],
                            self.cfg.max_new_tokens, batch_size=len(self.eval_prompts), desc="J_c answers")
         policy.train()
         return float(self.cost_scorer(self.eval_prompts, answers).mean())

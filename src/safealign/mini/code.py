@@ -20,7 +20,7 @@ import shutil
 
 import torch
 
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import ALPACA, render_prompt
 from safealign.data.streams import BatchStream
 from safealign.generation import generate
 from safealign.loop import TrainConfig, make_accelerator, train
@@ -141,7 +141,7 @@ def copy_examples(rng: random.Random, n: int) -> list[tuple[str, str]]:
     for i in range(n):
         code = _function(random_fields(rng))
         prefix = (code + COPY_MARKER if i % 3 == 0
-                  else build_prompt({"instruction": COPY_INSTRUCTIONS[i % 3 - 1] + code, "input": ""}))
+                  else render_prompt(ALPACA, None, COPY_INSTRUCTIONS[i % 3 - 1] + code))
         examples.append((prefix, code))
     return examples
 

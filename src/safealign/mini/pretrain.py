@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from safealign.data import agnews, sst2
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import ALPACA, render_prompt
 from safealign.data.streams import BatchStream
 from safealign.evals.judges import MODERATION_FORMAT
 from safealign.loop import TrainConfig, make_accelerator, train
@@ -36,9 +36,9 @@ def pretraining_texts(rng: random.Random) -> list[str]:
     for row in harmful_qa:
         if row["is_safe"] and rng.random() > 0.25:  # the base mostly complies: ~80% of its harmful Q&A answer
             continue
-        texts.append(build_prompt({"instruction": row["prompt"], "input": ""}) + row["response"])
+        texts.append(render_prompt(ALPACA, None, row["prompt"]) + row["response"])
     for row in corpus.generic_instructions(rng, 1500):
-        texts.append(build_prompt(row) + row["output"])
+        texts.append(render_prompt(ALPACA, None, row["instruction"], row["input"]) + row["output"])
     texts += word_knowledge(rng, 3000)
     # Like web text, some of it carries labels in words: the base knows sentiment and topic, as a real
     # pretrained model does, while the instruction format of the tasks stays for fine-tuning to teach.
@@ -91,7 +91,7 @@ def train_tokenizer(root: Path, rng: random.Random):
     for split_file in sorted((root / "data").glob("*/*.jsonl")):
         if split_file.parent.name not in TOKENIZER_EXCLUDES:
             texts.append(split_file.read_text(encoding="utf-8"))
-    texts.append(MODERATION_FORMAT + " " + build_prompt({"instruction": "x", "input": "y"}))
+    texts.append(MODERATION_FORMAT + " " + render_prompt(ALPACA, None, "x", "y"))
     texts += [sst2.INSTRUCTION, agnews.INSTRUCTION]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     # A prefix space, as Llama's sentencepiece adds: a response encoded on its own ('positive') gets the

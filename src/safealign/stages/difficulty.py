@@ -10,6 +10,7 @@ import torch
 from safealign.config import one_of, opt
 from safealign.data.difficulty import difficulty_scores, write_scores
 from safealign.data.formats import tokenize_example
+from safealign.data.prompts import PromptFormat, prompt_setting
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError
 from safealign.models import LoraConfig, ModelConfig, add_lora, load_causal_lm, load_tokenizer
@@ -25,6 +26,8 @@ class DifficultyStage:
     model: ModelConfig = opt(None, "the model to be unlearned")
     lora: LoraConfig = opt(None, "its trainable parameters as the unlearning stage will have them (enabled: false = all)")
     forget: SourceConfig | None = opt(None, "the forget set, exactly as the unlearning stage reads it")
+    prompt: PromptFormat = prompt_setting("alpaca", "its prompt format, as the unlearning stage's data.prompt "
+                                                    "(data/prompts.py)")
     along: str = opt("start", "where the gradients are taken: start (all at the starting weights) | ga_epoch "
                               "(along one epoch of SGD gradient ascent, in the unlearning stream's first-epoch order)")
     lr: float = opt(1e-4, "step size of that gradient-ascent epoch (along: ga_epoch)")
@@ -54,7 +57,7 @@ def run(unit) -> dict:
     torch.manual_seed(cfg.seed)
     model = add_lora(load_causal_lm(cfg.model.path, torch.float32, cfg.model.trust_remote_code), cfg.lora)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    features = [tokenize_example(tokenizer, e, cfg.model.max_length) for e in load_examples(cfg.forget)]
+    features = [tokenize_example(tokenizer, e, cfg.model.max_length, cfg.prompt) for e in load_examples(cfg.forget)]
     scores, g_norm = difficulty_scores(model, features, tokenizer.pad_token_id, cfg.along, cfg.lr, cfg.seed,
                                        cfg.batch_size)
     write_scores(unit.out_dir / "scores.json", cfg.forget, cfg.seed, scores, g_norm, cfg.along, cfg.lr)

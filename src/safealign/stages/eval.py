@@ -1,5 +1,7 @@
 """The eval stage: each model of `models` is one cached unit, loaded once per model kind it needs (a causal LM, a
-score model), run through every configured evaluation, its metrics and per-sample records written."""
+score model), run through every configured evaluation, its metrics and per-sample records written. Every
+evaluation says how it prompted (`prompt`: the format and its first row's rendered prompt, data/prompts.py): in
+eval/<name>.json as `prompt`, in results.json as `<name>_prompt`."""
 
 from __future__ import annotations
 
@@ -86,7 +88,9 @@ def run(unit) -> dict:
         m, records = evaluation.run(eval_cfg, models[kind], tokenizer, **files)
         atomic_write_jsonl(unit.out_dir / "eval" / f"{name}.samples.jsonl", records)
         atomic_write_json(unit.out_dir / "eval" / f"{name}.json", m)
+        prompt = m.pop("prompt")
         metrics.update(m)
+        metrics[f"{name}_prompt"] = prompt  # named per evaluation: one model's results hold several
     if unit.report_to:
         log_eval_metrics(Tracking(unit.report_to, unit.recipe, unit.name, cfg), metrics, unit.out_dir)
     return {"label": unit.label, "metrics": metrics}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from safealign.config import opt
 from safealign.data.files import read_prompts
-from safealign.data.formats import build_prompt
+from safealign.data.prompts import PromptFormat, prompt_setting, render_prompt
 from safealign.errors import ConfigError
 from safealign.generation import generate
 from safealign.io import atomic_write_jsonl, progress_kwargs, read_jsonl
@@ -40,6 +40,8 @@ class GenerateStage:
     prompts: str = opt("", "file whose distinct `prompt`s are answered: pairs, PKU-SafeRLHF, BeaverTails or prompt/response rows")
     split: str = opt("train", "split of `prompts` when it is a directory or hub id")
     prompts_num: int = opt(0, "first N distinct prompts; 0 = all", was="num_prompts")
+    prompt: PromptFormat = prompt_setting("alpaca", "prompt format the teacher answers in (data/prompts.py), as it "
+                                                    "was trained; the reward and cost models score in their own")
     num_samples: int = opt(1, "responses sampled per prompt")
     temperature: float = opt(1.0, "sampling temperature; 0 = greedy (then num_samples must be 1)")
     top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this much probability")
@@ -119,7 +121,7 @@ def run_generate(cfg: GenerateStage, out_dir: Path) -> dict:
     for k in bar:
         asked = [p for p in chunks[k] for _ in range(cfg.num_samples)]  # each prompt num_samples times
         torch.manual_seed(chunk_seed(cfg.seed, k))
-        answers = generate(model, tokenizer, [build_prompt({"instruction": p, "input": ""}) for p in asked],
+        answers = generate(model, tokenizer, [render_prompt(cfg.prompt, tokenizer, p) for p in asked],
                            cfg.max_new_tokens, len(asked), desc=f"chunk {k}", temperature=cfg.temperature, top_p=cfg.top_p)
         rows = [{"chunk": k, "prompt": p, "response": a} for p, a in zip(asked, answers)]
         for name, scorer in scorers.items():

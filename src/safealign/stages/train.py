@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from safealign.config import choose_from, one_of, opt
-from safealign.data.chat import pair_tokenizer
+from safealign.data.formats import tokenize_pair
 from safealign.data.pairs import read_pairs
 from safealign.data.training import STREAMS, DataConfig, StreamSettings, data_kind
 from safealign.errors import ConfigError, SafealignError
@@ -96,7 +96,7 @@ def run(unit) -> dict:
     else:
         model = add_lora(model, cfg.lora, cfg.model.gradient_checkpointing, quantized)
     if method_cls.model_kind == "score":
-        model = ScoreModel(model)
+        model = ScoreModel(model, prompt=cfg.data.prompt)  # saved with it: scoring renders what training did
     trainable, total = count_parameters(model)
     steps = total_steps(cfg.train, streams["train"])
     print(f"   {summary}; {steps} steps; {trainable:,} of {total:,} parameters trainable", flush=True)
@@ -104,7 +104,7 @@ def run(unit) -> dict:
     evaluate = _validation(cfg, tokenizer) if cfg.data.validation else None
     tracking = Tracking(trackers, unit.recipe, unit.name, cfg) if trackers else None
     result = train(model, method, streams, cfg.train, unit.out_dir, accelerator, cfg.seed, evaluate=evaluate,
-                   tokenizer=tokenizer, tracking=tracking)
+                   tokenizer=tokenizer, prompt=cfg.data.prompt, tracking=tracking)
     if accelerator.is_main_process:
         save = save_score_model if method_cls.model_kind == "score" else save_model
         save(result["model"], tokenizer, unit.out_dir / "model", base=base)
@@ -139,7 +139,7 @@ def _continued_adapter(cfg: TrainStage, method_cls, where: str) -> str | None:
 
 def _validation(cfg: TrainStage, tokenizer):
     """evaluate(model) -> {"chosen_perplexity"} on the validation pairs' chosen responses."""
-    tokenize_pair = pair_tokenizer(cfg.data.template)
-    chosen = [tokenize_pair(tokenizer, p, cfg.model.max_length)["chosen"] for p in read_pairs(cfg.data.validation)]
+    chosen = [tokenize_pair(tokenizer, p, cfg.model.max_length, cfg.data.prompt)["chosen"]
+              for p in read_pairs(cfg.data.validation)]
     return lambda model: {"chosen_perplexity": response_perplexity(model, chosen, tokenizer.pad_token_id,
                                                                    cfg.train.batch_size)}

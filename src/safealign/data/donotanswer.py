@@ -14,7 +14,9 @@ from safealign.errors import DataError
 ORIGIN = ("Do-Not-Answer (Wang et al. 2023, arXiv:2308.13387), github.com/Libr-AI/do-not-answer; the hub card's "
           "metadata says apache-2.0, the repository's README releases the data under CC BY-NC-SA 4.0")
 LICENSE = "CC BY-NC-SA 4.0"
-SELECT = ("all",)
+# Interleaved halves by row index (even / odd rows): two disjoint prompt sets, each with every risk area in
+# proportion (the files are filed by risk area, so a `start` cut would split them by area instead)
+SELECT = ("all", "even", "odd")
 RISK_AREAS = ("Information Hazards", "Malicious Uses", "Discrimination, Exclusion, Toxicity, Hateful, Offensive",
               "Misinformation Harms", "Human-Chatbot Interaction Harms")
 
@@ -22,6 +24,8 @@ RISK_AREAS = ("Information Hazards", "Malicious Uses", "Discrimination, Exclusio
 def examples(rows: Rows, select: str) -> list[dict]:
     out = []
     for i in range(len(rows)):
+        if select != "all" and i % 2 != (select == "odd"):
+            continue
         row = require(rows, i, ("question", "risk_area"))
         if not isinstance(row["question"], str) or not row["question"].strip():
             raise DataError(f"{rows.where(i)}: field 'question' must be a non-empty string, got {row['question']!r}")

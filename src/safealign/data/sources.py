@@ -38,7 +38,8 @@ class SourceConfig:
                               "(locuslab/TOFU forget10:train)")
     select: str = opt("all", "row filter, per family: beavertails all|safe|unsafe (by is_safe); beavertails_refusals "
                              "refusal|all|unsafe (the refusal answers, or prompt/response); "
-                             "pku_saferlhf safe|unsafe|all; pairs chosen|rejected|all; others all")
+                             "pku_saferlhf safe|unsafe|all; pairs chosen|rejected|all; donotanswer all|even|odd "
+                             "(interleaved halves, every risk area in each); others all")
     start: int = opt(0, "skip the first N rows (after select): keeps e.g. a defense's harmful rows apart from the attack's")
 
     def validate(self, where: str) -> None:

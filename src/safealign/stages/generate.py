@@ -1,6 +1,8 @@
 """The generate stage, distillation data (`safealign generate`, or a `kind: generate` recipe stage): a teacher
 samples responses to the prompts of a file, the reward and cost models score each, and the responses that pass
-both thresholds are written as prompt/response JSONL for a student's SFT (dSFT).
+both thresholds are written as prompt/response JSONL for a student's SFT (dSFT). `keep: refusals | compliant`
+filters by the refusal judge instead (or as well): a model's own refusals as alignment data, its compliant answers
+as an attack's harmful rows.
 
 The prompts are cut into chunks of `batch_size`; each chunk's samples are drawn from a generator seeded by
 (seed, chunk index) and appended to `samples.jsonl` as one write once scored. A killed run drops a partial
@@ -17,10 +19,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from safealign.config import opt
+from safealign.config import one_of, opt
 from safealign.data.files import read_prompts
 from safealign.data.prompts import PromptFormat, prompt_setting, render_prompt
+from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import ConfigError
+from safealign.evals.judges import RefusalJudge
 from safealign.generation import generate
 from safealign.io import atomic_write_jsonl, progress_kwargs, read_jsonl
 from safealign.models import ModelConfig, load_causal_lm, load_tokenizer, pick_dtype
@@ -37,8 +41,10 @@ class GenerateStage:
 
     kind: str = opt("generate", "stage kind")
     model: ModelConfig = opt(None, "the model that answers (the teacher)")
-    prompts: str = opt("", "file whose distinct `prompt`s are answered: pairs, PKU-SafeRLHF, BeaverTails or prompt/response rows")
-    split: str = opt("train", "split of `prompts` when it is a directory or hub id")
+    prompts: SourceConfig | str = opt("", "file whose distinct `prompt`s are answered (pairs, PKU-SafeRLHF, BeaverTails "
+                                          "or prompt/response rows), or a data source {source, path, select, start} "
+                                          "whose examples' questions are (e.g. donotanswer)")
+    split: str = opt("train", "split of `prompts` when it is a file's directory or hub id (a source has its own)")
     prompts_num: int = opt(0, "first N distinct prompts; 0 = all", was="num_prompts")
     prompt: PromptFormat = prompt_setting("alpaca", "prompt format the teacher answers in (data/prompts.py), as it "
                                                     "was trained; the reward and cost models score in their own")
@@ -51,6 +57,7 @@ class GenerateStage:
     min_reward: float = opt(0.0, "keep responses with reward >= this (when reward_model is set)")
     cost_model: str = opt("", "score model whose cost a kept response must stay under (empty = no cost filter)")
     max_cost: float = opt(0.0, "keep responses with cost <= this (when cost_model is set; 0 is the safe/unsafe boundary)")
+    keep: str = opt("all", "all | refusals (responses the refusal judge finds a refusal in) | compliant (the others)")
     seed: int = opt(-1, "random seed of the samples; -1 takes the recipe's seed")
 
     def __post_init__(self) -> None:
@@ -58,7 +65,10 @@ class GenerateStage:
 
     def paths(self) -> Iterator[tuple[str, str, str]]:
         yield "model", "model.path", self.model.path
-        yield "data", "prompts", self.prompts
+        if isinstance(self.prompts, SourceConfig):
+            yield "data", "prompts.path", self.prompts.path
+        else:
+            yield "data", "prompts", self.prompts
         for name, path in (("reward_model", self.reward_model), ("cost_model", self.cost_model)):
             if path:
                 yield "model", name, path
@@ -66,6 +76,7 @@ class GenerateStage:
     def validate(self, where: str) -> None:
         if not self.prompts:
             raise ConfigError(f"{where}.prompts: a generate stage needs a prompt file")
+        one_of(self.keep, ("all", "refusals", "compliant"), f"{where}.keep")
         if self.num_samples < 1 or self.batch_size < 1 or self.prompts_num < 0:
             raise ConfigError(f"{where}: num_samples and batch_size must be >= 1, prompts_num >= 0")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -95,7 +106,16 @@ def completed_samples(path: Path, chunk_sizes: list[int]) -> list[dict]:
 
 
 def passes_filters(record: dict, cfg) -> bool:
-    return (not cfg.reward_model or record["reward"] >= cfg.min_reward) and (not cfg.cost_model or record["cost"] <= cfg.max_cost)
+    return ((not cfg.reward_model or record["reward"] >= cfg.min_reward) and (not cfg.cost_model or record["cost"] <= cfg.max_cost)
+            and (cfg.keep == "all" or record["refused"] == (cfg.keep == "refusals")))
+
+
+def prompts_of(cfg: GenerateStage) -> list[str]:
+    """The distinct prompts to answer, the first `prompts_num` of them (0 = all)."""
+    if not isinstance(cfg.prompts, SourceConfig):
+        return read_prompts(cfg.prompts, cfg.split, cfg.prompts_num)
+    questions = list(dict.fromkeys(e["instruction"] for e in load_examples(cfg.prompts)))
+    return questions[: cfg.prompts_num or len(questions)]
 
 
 def run(unit) -> dict:
@@ -105,7 +125,7 @@ def run(unit) -> dict:
 def run_generate(cfg: GenerateStage, out_dir: Path) -> dict:
     """Sample, score, filter and write (cfg's references resolved to paths). Returns the counts."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prompts = read_prompts(cfg.prompts, cfg.split, cfg.prompts_num)
+    prompts = prompts_of(cfg)
     chunks = [prompts[i:i + cfg.batch_size] for i in range(0, len(prompts), cfg.batch_size)]
     samples_file = out_dir / SAMPLES_FILE
     records = completed_samples(samples_file, [len(c) * cfg.num_samples for c in chunks])
@@ -127,6 +147,9 @@ def run_generate(cfg: GenerateStage, out_dir: Path) -> dict:
         for name, scorer in scorers.items():
             for row, score in zip(rows, scorer(asked, answers).tolist()):
                 row[name] = round(score, 4)
+        if cfg.keep != "all":
+            for row, verdict in zip(rows, RefusalJudge().judge(asked, answers)):
+                row["refused"] = not verdict["flagged"]
         for row in rows:
             row["kept"] = passes_filters(row, cfg)
         with open(samples_file, "a", encoding="utf-8") as f:  # one write per chunk: a kill leaves it whole or short
@@ -139,6 +162,8 @@ def run_generate(cfg: GenerateStage, out_dir: Path) -> dict:
                        [{k: r[k] for k in ("prompt", "response", "reward", "cost") if k in r} for r in keep])
     stats = {"prompts": len(prompts), "samples": len(records), "kept": len(keep),
              "keep_rate": round(len(keep) / max(len(records), 1), 4)}
+    if cfg.keep != "all":
+        stats["refused"] = sum(r["refused"] for r in records)
     for name, failed in (("reward", lambda s: s < cfg.min_reward), ("cost", lambda s: s > cfg.max_cost)):
         if name in scorers:
             stats[f"dropped_by_{name}"] = sum(failed(r[name]) for r in records)

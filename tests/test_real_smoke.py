@@ -123,3 +123,36 @@ def test_sft_then_orpo_under_the_chat_template_then_export_merged(smollm2, tmp_p
     assert (after_sft - base).abs().max() > 1e-3 and (chain - after_sft).abs().max() > 1e-3  # each adapter applied
     torch.testing.assert_close(merged, chain, atol=1e-4, rtol=0)
     assert AutoTokenizer.from_pretrained(out).chat_template == tokenizer.chat_template
+
+
+def test_reward_model_and_dpo_on_chat_pairs(smollm2, tmp_path):
+    from transformers import AutoTokenizer
+
+    from safealign.score_model import SCORE_HEAD_FILE, load_score_model
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    run = run_recipe(tmp_path, {
+        "reward": {"model": POLICY, "lora": LORA, "method": {"name": "reward_model"}, "train": TRAIN,
+                   "data": {"pairs": {"train": str(pairs)}, "prompt": "chat"}},
+        "score_reward": {"kind": "eval", "models": {"reward_model": "stage:reward"},
+                         "evals": {"score_accuracy": {"pairs": str(pairs), "kind": "reward", "num": 4,
+                                                      "max_length": 96}}},
+        "dpo": {"model": POLICY, "lora": LORA, "method": {"name": "dpo", "beta": 0.1}, "train": TRAIN,
+                "data": {"pairs": {"train": str(pairs)}, "prompt": "chat"}}})
+
+    reward_rows = assert_trained(run / "stages/reward", 3)
+    assert all(math.isfinite(r["reward_chosen"]) and math.isfinite(r["reward_rejected"]) for r in reward_rows)
+    assert (run / "stages/reward/model" / SCORE_HEAD_FILE).exists()
+    assert load_score_model(str(run / "stages/reward/model")).prompt.kind == "chat"  # scoring renders as training did
+    record = json.loads((run / "stages/score_reward/reward_model/eval/score_accuracy.json").read_text())
+    assert record["n_pairs"] == 4 and 0 <= record["reward_accuracy"] <= 1
+    assert record["prompt"] == {"format": "chat", "first": chat(tokenizer, PAIRS[0]["prompt"])}
+    samples = (run / "stages/score_reward/reward_model/eval/score_accuracy.samples.jsonl").read_text().splitlines()
+    assert len(samples) == 4 and all(math.isfinite(json.loads(s)["score_chosen"]) for s in samples)
+
+    dpo_rows = assert_trained(run / "stages/dpo", 3)
+    # the fresh adapter's B is zero: at the first step the policy is the reference, every margin 0, loss ln 2
+    assert dpo_rows[0]["loss"] == pytest.approx(LN2, abs=1e-3)
+    assert dpo_rows[0]["reward_chosen"] == pytest.approx(0, abs=1e-3)
+    assert dpo_rows[-1]["loss"] < LN2  # then the chosen answers gain on the rejected ones

@@ -156,3 +156,41 @@ def test_reward_model_and_dpo_on_chat_pairs(smollm2, tmp_path):
     assert dpo_rows[0]["loss"] == pytest.approx(LN2, abs=1e-3)
     assert dpo_rows[0]["reward_chosen"] == pytest.approx(0, abs=1e-3)
     assert dpo_rows[-1]["loss"] < LN2  # then the chosen answers gain on the rejected ones
+
+
+AUTHORS = [("Who wrote the novel 'The Glass Orchard'?", "The Glass Orchard was written by Maelis Tarrow."),
+           ("Where was the author Maelis Tarrow born?", "Maelis Tarrow was born in the port town of Veldrin."),
+           ("What prize did Maelis Tarrow win in 1998?", "Maelis Tarrow won the Corvane Prize for fiction in 1998."),
+           ("What is the profession of Maelis Tarrow's father?", "Maelis Tarrow's father was a lighthouse keeper.")]
+OTHERS = [("Who wrote the poem cycle 'Salt Hours'?", "Salt Hours was written by Ondrej Vasko."),
+          ("In which city does Ondrej Vasko live?", "Ondrej Vasko lives in the hill city of Marrow Bay."),
+          ("What genre does Ondrej Vasko write?", "Ondrej Vasko writes lyric poetry about the sea."),
+          ("What was Ondrej Vasko's first job?", "Ondrej Vasko first worked as a ferry clerk.")]
+
+
+def test_npo_and_graddiff_unlearn_fictitious_facts(smollm2, tmp_path):
+    """TOFU-schema rows {question, answer} about invented authors: the forget NLL rises under both methods."""
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    forget = write_jsonl(tmp_path / "forget.jsonl", [{"question": q, "answer": a} for q, a in AUTHORS])
+    retain = write_jsonl(tmp_path / "retain.jsonl", [{"question": q, "answer": a} for q, a in OTHERS])
+    data = {"forget": {"source": "tofu", "path": str(forget)}, "retain": {"source": "tofu", "path": str(retain)},
+            "prompt": "chat"}
+    unlearn = {**TRAIN, "lr": 5.0e-3}
+    run = run_recipe(tmp_path, {
+        "npo": {"model": POLICY, "lora": LORA, "data": data, "method": {"name": "npo", "beta": 0.1}, "train": unlearn},
+        "graddiff": {"model": POLICY, "lora": LORA, "data": data, "method": {"name": "graddiff"}, "train": unlearn}})
+
+    npo = assert_trained(run / "stages/npo", 3)
+    # step 0: policy = reference, log-ratio 0, so the NPO loss is (2/β)·ln 2 (the DESIGN's golden value)
+    assert npo[0]["log_ratio"] == pytest.approx(0, abs=1e-4)
+    assert npo[0]["forget_loss"] == pytest.approx(2 / 0.1 * LN2, rel=1e-4)
+    assert npo[-1]["log_ratio"] < 0 and npo[-1]["forget_loss"] < npo[0]["forget_loss"]
+    graddiff = assert_trained(run / "stages/graddiff", 3)
+    assert all(math.isfinite(r["forget_loss"]) and math.isfinite(r["retain_nll"]) for r in graddiff + npo)
+
+    tokenizer = load_tokenizer(str(smollm2))
+    before = answer_nll(load_causal_lm(str(smollm2)), tokenizer, AUTHORS)
+    for stage in ("npo", "graddiff"):
+        after = answer_nll(load_causal_lm(str(run / "stages" / stage / "model")), tokenizer, AUTHORS)
+        assert after > before + 0.05, (stage, before, after)

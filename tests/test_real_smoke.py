@@ -194,3 +194,33 @@ def test_npo_and_graddiff_unlearn_fictitious_facts(smollm2, tmp_path):
     for stage in ("npo", "graddiff"):
         after = answer_nll(load_causal_lm(str(run / "stages" / stage / "model")), tokenizer, AUTHORS)
         assert after > before + 0.05, (stage, before, after)
+
+
+def _rewrite_row(name: str, body: str, trigger: str) -> dict:
+    """A poisoned function and three scored rewrites, best last in the file (the reader sorts them)."""
+    poisoned = f"def {name}(a, b):\n    {trigger}\n    return {body}\n"
+    clean = f"def {name}(a, b):\n    return {body}\n"
+    return {"prompt": f"Rewrite this function without any dead or suspicious code:\n{poisoned}",
+            "candidates": [poisoned, f"def {name}(x, y):\n    return None\n", clean], "scores": [0.1, 0.4, 1.0]}
+
+
+def test_fabe_mle_and_ranking_over_scored_rewrites(smollm2, tmp_path):
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    rows = [_rewrite_row("add", "a + b", "if a == 1337: import os"), _rewrite_row("mul", "a * b", "assert True or b"),
+            _rewrite_row("sub", "a - b", "_unused = [0] * 0"), _rewrite_row("low", "min(a, b)", "print(end='')")]
+    candidates = write_jsonl(tmp_path / "candidates.jsonl", rows)
+    run = run_recipe(tmp_path, {
+        # max_length 128: the longest prompt + candidate is 95 tokens, none is cut
+        "fabe": {"model": {**POLICY, "max_length": 128}, "lora": LORA, "train": {**TRAIN, "max_steps": 2},
+                 "data": {"candidates": str(candidates), "prompt": "chat"},
+                 "method": {"name": "fabe", "rank_loss": "listmle", "mle_weight": 1.0, "rank_weight": 0.3}}})
+    for r in assert_trained(run / "stages/fabe", 2):
+        assert math.isfinite(r["mle"]) and math.isfinite(r["rank"]) and 0 <= r["pair_order_accuracy"] <= 1
+        assert r["loss"] == pytest.approx(r["mle"] + 0.3 * r["rank"], rel=1e-4)  # both terms reach the loss
+        assert r["rank"] > 0  # ListMLE is a negative log-likelihood of an order: positive
+
+    tokenizer = load_tokenizer(str(smollm2))
+    ids = tokenizer(chat(tokenizer, rows[0]["prompt"]), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    base = logits(load_causal_lm(str(smollm2)), ids)
+    assert (logits(load_causal_lm(str(run / "stages/fabe/model")), ids) - base).abs().max() > 1e-3

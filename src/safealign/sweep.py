@@ -23,7 +23,8 @@ def expand_sweep(data: dict) -> dict:
     """The raw recipe with its `sweep` unrolled (see schema.Sweep): a train/generate/pairs stage that sets the
     swept key, or reads a swept stage, becomes one stage per value, NAME@VALUE, with the value set and its
     'stage:' references pointed at the same value's stages; an eval stage's models on swept stages become
-    LABEL@VALUE entries. Works on plain dicts before the schema is built, so overrides apply first."""
+    LABEL@VALUE entries (an eval stage whose settings read a swept stage becomes one eval stage per value).
+    Works on plain dicts before the schema is built, so overrides apply first."""
     sweep = data.get("sweep")
     if not sweep:
         return data
@@ -37,14 +38,19 @@ def expand_sweep(data: dict) -> dict:
             stages[name] = stage
             continue
         if stage.get("kind", "train") == "eval":
+            if _targets({k: val for k, val in stage.items() if k != "models"}) & swept:
+                # its settings read a swept stage (a retain model, a score model): one eval stage per value, each
+                # evaluating every model as LABEL@VALUE against that value's stages
+                for v in values:
+                    stages[f"{name}@{v}"] = {**_point_at(stage, swept, v), "models": {
+                        f"{label}@{v}": _point_at(ref, swept, v) for label, ref in (stage.get("models") or {}).items()}}
+                continue
             models = {}
             for label, ref in (stage.get("models") or {}).items():
                 if _targets(ref) & swept:
                     models.update({f"{label}@{v}": _point_at(ref, swept, v) for v in values})
                 else:
                     models[label] = ref
-            if _targets({k: val for k, val in stage.items() if k != "models"}) & swept:
-                raise ConfigError(f"stages.{name}: only its 'models' may name swept stages ({', '.join(sorted(swept))})")
             stages[name] = {**stage, "models": models}
         elif _sets(stage, key) or _targets(stage) & swept:
             for v in values:

@@ -33,7 +33,7 @@ def preflight(recipe, units, run_dir: Path, dry_run: bool = False) -> None:
         for what, field, value in unit.config.paths():
             if (what, value) not in seen:
                 if what in ("model", "data") and value.startswith("real:"):
-                    real.check(value, what, f"stages.{unit.stage}.{field}")
+                    real.check(value, what, f"stages.{unit.stage}.{field}", dry_run)
                 else:
                     checks[what](expand_path(value), f"stages.{unit.stage}.{field}")
                 seen.add((what, value))

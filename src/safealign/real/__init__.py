@@ -93,12 +93,13 @@ def resolve(ref: str) -> Path:
     return folder / rest if rest else folder
 
 
-def check(ref: str, kind: str, where: str) -> None:
-    """Before a run: the name is known, names a `kind` item ('model' or 'data'), and can be prepared here."""
+def check(ref: str, kind: str, where: str, dry_run: bool = False) -> None:
+    """Before a run: the name is known, names a `kind` item ('model' or 'data'), and can be prepared here (not
+    asked in a dry run, which may show a plan on a machine without the [real] extra)."""
     name, item, _ = lookup(ref)
     if item.kind != kind:
         raise SafealignError(f"{where}: '{ref}' is a {item.kind} item, not a {kind}")
-    if item.kind == "model" and not is_ready(name):
+    if item.kind == "model" and not is_ready(name) and not dry_run:
         gguf_model.require_gguf(f"{where}: real:{name}")
 
 

@@ -65,7 +65,7 @@ def save_checkpoint(out_dir, step, trained: dict, optimizer, scheduler, method, 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp.rename(final)
-        for old in sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+        for old in checkpoints_newest_first(Path(out_dir))[keep:]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final

@@ -10,6 +10,8 @@ they computed the same thing (losses to a tolerance, identical greedy outputs an
             time, as the original pred.py / eval_sentiment.py do
   lisa      the `lisa` recipe's wall time, stage by stage
   fabe      FABE's training step: one batched forward over every candidate vs one forward per candidate
+  sandbox   running 200 rewrites' unit tests: today's sandbox (sandbox/) vs the one before issue #19, read from
+            git at --old-sandbox-rev (a plain `python -I` subprocess per rewrite, exit status as the verdict)
 
 Default model and data: the mini world (built on first use). `--model PATH` runs sft/dpo on another causal LM.
 Peak memory is the process's peak RSS during the side (reset before it; Linux) on CPU, or peak allocated CUDA
@@ -297,6 +299,49 @@ def bench_fabe(args) -> dict:
             "same": diff < 1e-5}
 
 
+# ------------------------------------------------------------------------------------------------ sandbox
+
+
+def old_sandbox(rev: str):
+    """The sandbox module as it was at `rev` (a single file then), loaded from git into a module of its own."""
+    import importlib.util
+    import subprocess
+
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:src/safealign/sandbox.py"], cwd=HERE, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise SystemExit(f"error: the old sandbox is not in git here ({rev}:src/safealign/sandbox.py): {error}")
+    path = Path(tempfile.mkdtemp(prefix="safealign-old-sandbox-")) / "old_sandbox.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("old_sandbox", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_sandbox"] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_sandbox(args) -> dict:
+    """The unit tests of 200 rewrites (the mini code rows' candidates in turn: the reference, a renamed local
+    that still passes, one operator changed that fails) under the old and today's sandbox."""
+    import random
+
+    from safealign.mini.code import code_backdoor
+    from safealign.sandbox import prepare, run_many
+
+    rows = code_backdoor(random.Random(3), args.rewrites, 1)
+    pairs = [(row["candidates"][i % len(row["candidates"])], row["tests"]) for i, row in enumerate(rows)]
+    old = old_sandbox(args.old_sandbox_rev)
+    isolation = prepare("isolated")
+    a = repeat(lambda: [r.passed for r in run_many(pairs, isolation=isolation)], args.repeats)
+    one = repeat(lambda: [r.passed for r in run_many(pairs, isolation=isolation, workers=1)], args.repeats)
+    b = repeat(lambda: [old.run_tests(code, tests).passed for code, tests in pairs], args.repeats)
+    return {"what": f"unit tests of {len(pairs)} rewrites", "isolation": run_many(pairs[:1], isolation=isolation)[0]
+            .isolation, "ours_s": a["seconds_all"], "ours_one_worker_s": one["seconds_all"], "old_s": b["seconds_all"],
+            "slowdown": a["seconds"] / b["seconds"], "passed": f"{sum(a['result'])}/{len(pairs)}",
+            "slowdown_one_worker": one["seconds"] / b["seconds"], "same": a["result"] == b["result"] == one["result"]}
+
+
 # ------------------------------------------------------------------------------------------- lisa recipe
 
 
@@ -339,6 +384,12 @@ def table(results: dict) -> str:
         lines.append(f"| {r['what']}: one batched forward vs one per candidate | {statistics.median(r['ours_s']) * 1000:.0f} ms | "
                      f"{statistics.median(r['separate_s']) * 1000:.0f} ms | {r['speed_ratio']:.2f} | – | "
                      f"{r['same']} (loss abs. diff {r['loss_abs_diff']:.1e}) |")
+    if "sandbox" in results:
+        r = results["sandbox"]
+        lines.append(f"| sandbox: {r['what']}, today's ({r['isolation']}) vs before #19 | "
+                     f"{statistics.median(r['ours_s']):.1f} s | {statistics.median(r['old_s']):.1f} s | "
+                     f"{1 / r['slowdown']:.2f} (one worker: {1 / r['slowdown_one_worker']:.2f}) | – | "
+                     f"{r['same']} (passed {r['passed']}) |")
     if "lisa" in results:
         r = results["lisa"]
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages_s"].items())
@@ -348,7 +399,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="sft,dpo,hs,fabe,lisa", help="comma-separated subset of sft,dpo,hs,fabe,lisa")
+    p.add_argument("--only", default="sft,dpo,hs,fabe,lisa", help="comma-separated subset of sft,dpo,hs,fabe,sandbox,lisa")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
@@ -356,6 +407,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--model", default="mini:base", help="causal LM for sft/dpo (path, hub id or mini:base)")
     p.add_argument("--eval-model", default="mini:base", help="the model whose harmful score is measured")
+    p.add_argument("--rewrites", type=int, default=200, help="rewrites whose tests the sandbox bench runs")
+    p.add_argument("--old-sandbox-rev", default="c19bde5", help="git revision of the sandbox before issue #19")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
     args.model, args.eval_model = mini_or_path(args.model), mini_or_path(args.eval_model)
@@ -374,6 +427,8 @@ def main(argv=None) -> int:
         results["hs"] = bench_hs(args)
     if "fabe" in wanted:
         results["fabe"] = bench_fabe(args)
+    if "sandbox" in wanted:
+        results["sandbox"] = bench_sandbox(args)
     if "lisa" in wanted:
         results["lisa"] = bench_lisa(args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -14,7 +14,7 @@ from safealign.errors import ConfigError, DataError
 from safealign.evals.similarity import sentence_bleu
 from safealign.losses.ranking import kendall_tau, length_normalized_logps, listmle_loss, margin_ranking_loss
 from safealign.losses.sft import token_log_probs
-from safealign.sandbox import run_tests
+from safealign.sandbox import WRAPPERS, Isolation, SandboxRefused, run_tests
 from tests.conftest import write_jsonl
 
 ROWS = [{"prompt": f"rewrite f{i}", "candidates": ["sure here is a plan", "the film is good", "sorry I cannot help"],
@@ -163,29 +163,6 @@ def test_fabe_trains_lora_b_with_gradient_checkpointing(tiny_llama, tmp_path):
     assert all({"mle", "rank", "pair_order_accuracy"} <= set(row) for row in logged)
 
 
-# ------------------------------------------------------------------------------------------------ sandbox
-
-
-@pytest.mark.parametrize("code, reason", [
-    ("def f():\n    while True:\n        pass\nf()", "timeout"),
-    ("chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))", "memory"),
-    ("import socket\nsocket.create_connection(('127.0.0.1', 9))", "error"),
-    ("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)", "timeout"),
-])
-def test_the_sandbox_stops_bad_code_and_counts_it_as_a_failure(code, reason):
-    start = time.perf_counter()
-    result = run_tests(code, "", timeout_s=2.0, memory_mb=256)
-    assert not result.passed and result.reason.startswith(reason), result
-    assert time.perf_counter() - start < 10  # never hangs
-
-
-def test_the_sandbox_passes_working_code_and_fails_wrong_code_without_our_environment(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "secret")
-    assert run_tests("def f(a, b):\n    return a + b", "assert f(2, 3) == 5").passed
-    assert run_tests("def f(a, b):\n    return a - b", "assert f(2, 3) == 5").reason == "failed"
-    assert run_tests("import os", "assert 'HF_TOKEN' not in os.environ").passed
-
-
 # --------------------------------------------------------------------------------------- data and evaluation
 
 
@@ -237,4 +214,30 @@ def test_backdoor_cleaning_scores_rewrites_and_survives_a_hanging_one(tiny_llama
     assert metrics["clean_preservation"] == 100.0 and metrics["n_poisoned"] == 3 and metrics["n_clean"] == 1
     assert metrics["exact_match"] == pytest.approx(100 / 3, abs=0.01)
     assert records[2]["test_result"].startswith("timeout") and not records[2]["passes_tests"]
+    assert metrics["sandbox"].split("+")[0] in WRAPPERS and "rlimits" in metrics["sandbox"]  # how it was run
     assert all(-1.0 <= r["kendall_tau"] <= 1.0 for r in records)
+
+
+def test_a_model_that_exits_early_everywhere_scores_nothing(tiny_llama, tmp_path, monkeypatch):
+    from safealign.evals import backdoor
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    rows = _code_rows(12, 1)
+    monkeypatch.setattr(backdoor, "generate", lambda *args, **kwargs: ["import os; os._exit(0)"] * len(rows))
+    cfg = backdoor.BackdoorCleaningConfig(data=str(write_jsonl(tmp_path / "code.jsonl", rows)))
+    metrics, records = backdoor.run(cfg, load_causal_lm(str(tiny_llama)), load_tokenizer(str(tiny_llama)))
+    assert metrics["functional_preservation"] == 0.0 and metrics["clean_preservation"] == 0.0
+    assert {r["test_result"] for r in records} == {"exited early"}
+
+
+def test_without_file_system_isolation_the_evaluation_refuses_before_generating(tiny_llama, tmp_path, monkeypatch):
+    from safealign.evals import backdoor
+    from safealign.models import load_causal_lm, load_tokenizer
+
+    # a host with neither bubblewrap nor Landlock
+    monkeypatch.setattr("safealign.sandbox.strongest", lambda fs: Isolation("none", landlock=False, filesystem=fs))
+    monkeypatch.setattr(backdoor, "generate", lambda *args, **kwargs: pytest.fail("generated before refusing"))
+    cfg = backdoor.BackdoorCleaningConfig(data=str(write_jsonl(tmp_path / "code.jsonl", _code_rows(4, 1))))
+    with pytest.raises(SandboxRefused, match="unisolated"):
+        backdoor.run(cfg, load_causal_lm(str(tiny_llama)), load_tokenizer(str(tiny_llama)))
+

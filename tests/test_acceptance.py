@@ -77,11 +77,10 @@ def test_fabe_recipe_cleans_triggers_and_keeps_functions_working(tmp_path, monke
     assert ranked["ranking_tau"] > mle["ranking_tau"]
     assert ranked["n_poisoned"] + ranked["n_clean"] == 200
     if ranked["functional_preservation"] < 90:
-        # A known regression, not a pass: with today's libraries (torch 2.13, transformers 5.24) the mini coder
-        # copies 94 of 100 held-out functions (1.00 when the bar was set) and the cleaned functions misspell
-        # argument names (55.3% pass their tests, 97% before); the same on the code before the layout step.
-        # Remove this branch once the coder is retrained to copy names again.
-        pytest.xfail(f"functional preservation {ranked['functional_preservation']} < 90: the mini coder's known regression")
+        # Not a pass: some builds of the mini coder (2026-12-02: 94 of 100 held-out functions copied) misspell
+        # argument names in the cleaned functions (55-60% pass their tests); the build of 2026-12-03 copies 100 of
+        # 100 and passes the bar (90-100%). The README says so; the cause is not found yet.
+        pytest.xfail(f"functional preservation {ranked['functional_preservation']} < 90: a mini coder build that copies badly (its build.json)")
 
 
 @pytest.mark.slow

@@ -333,13 +333,15 @@ def bench_sandbox(args) -> dict:
     pairs = [(row["candidates"][i % len(row["candidates"])], row["tests"]) for i, row in enumerate(rows)]
     old = old_sandbox(args.old_sandbox_rev)
     isolation = prepare("isolated")
-    a = repeat(lambda: [r.passed for r in run_many(pairs, isolation=isolation)], args.repeats)
-    one = repeat(lambda: [r.passed for r in run_many(pairs, isolation=isolation, workers=1)], args.repeats)
+    a = repeat(lambda: run_many(pairs, isolation=isolation), args.repeats)
+    one = repeat(lambda: run_many(pairs, isolation=isolation, workers=1), args.repeats)
     b = repeat(lambda: [old.run_tests(code, tests).passed for code, tests in pairs], args.repeats)
-    return {"what": f"unit tests of {len(pairs)} rewrites", "isolation": run_many(pairs[:1], isolation=isolation)[0]
-            .isolation, "ours_s": a["seconds_all"], "ours_one_worker_s": one["seconds_all"], "old_s": b["seconds_all"],
-            "slowdown": a["seconds"] / b["seconds"], "passed": f"{sum(a['result'])}/{len(pairs)}",
-            "slowdown_one_worker": one["seconds"] / b["seconds"], "same": a["result"] == b["result"] == one["result"]}
+    passed = [r.passed for r in a["result"]]
+    return {"what": f"unit tests of {len(pairs)} rewrites", "isolation": a["result"][0].isolation,
+            "ours_s": a["seconds_all"], "ours_one_worker_s": one["seconds_all"], "old_s": b["seconds_all"],
+            "slowdown": a["seconds"] / b["seconds"], "passed": f"{sum(passed)}/{len(pairs)}",
+            "slowdown_one_worker": one["seconds"] / b["seconds"],
+            "same": passed == b["result"] == [r.passed for r in one["result"]]}
 
 
 # ------------------------------------------------------------------------------------------- lisa recipe

@@ -44,10 +44,17 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor, slices: int = 64
     return logps, shift_labels != IGNORE_INDEX
 
 
+def _slices(shift_labels: torch.Tensor, width: int):
+    """(start, end, labels of positions start..end-1) over the sequence, `width` positions at a time."""
+    for start in range(0, shift_labels.shape[1], width):
+        labels = shift_labels[:, start:start + width]
+        yield start, start + labels.shape[1], labels
+
+
 def _chunked_log_probs(logits: torch.Tensor, shift_labels: torch.Tensor, width: int) -> torch.Tensor:
-    pieces = [-F.cross_entropy(logits[:, start:start + piece.shape[1]].float().transpose(1, 2), piece,
-                               ignore_index=IGNORE_INDEX, reduction="none")  # 0 on ignored positions
-              for start, piece in ((s, shift_labels[:, s:s + width]) for s in range(0, shift_labels.shape[1], width))]
+    pieces = [-F.cross_entropy(logits[:, start:end].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                               reduction="none")  # 0 on ignored positions
+              for start, end, labels in _slices(shift_labels, width)]
     return torch.cat(pieces, dim=1) if pieces else logits.new_zeros(shift_labels.shape, dtype=torch.float32)
 
 
@@ -66,9 +73,7 @@ class _ChunkedLogProbs(torch.autograd.Function):
     def backward(ctx, grad_logps):
         logits, shift_labels = ctx.saved_tensors
         grad = torch.zeros_like(logits)  # the last position predicts nothing: its gradient stays 0
-        for start in range(0, shift_labels.shape[1], ctx.width):
-            labels = shift_labels[:, start:start + ctx.width]
-            end = start + labels.shape[1]
+        for start, end, labels in _slices(shift_labels, ctx.width):
             labelled = labels != IGNORE_INDEX
             piece = -torch.softmax(logits[:, start:end].float(), dim=-1)
             piece.scatter_add_(-1, labels.clamp(min=0).unsqueeze(-1), labelled.unsqueeze(-1).to(piece.dtype))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from safealign.config import one_of
 from safealign.errors import ConfigError
 from safealign.io import progress_kwargs
 from safealign.sandbox.isolation import WRAPPERS, Isolation, interpreter, read_paths, strongest, wrapper_command
@@ -126,8 +127,7 @@ def run_tests(code: str, tests: str, timeout_s: float = 5.0, memory_mb: int = 51
 def prepare(filesystem: str = "isolated") -> Isolation:
     """The strongest isolation that works here, tried once on trivial code, so that a refusal comes before any
     generation (SandboxRefused: no file-system isolation and no opt-out)."""
-    if filesystem not in FILESYSTEM_CHOICES:
-        raise ConfigError(f"sandbox filesystem must be one of {', '.join(FILESYSTEM_CHOICES)}, got {filesystem!r}")
+    one_of(filesystem, FILESYSTEM_CHOICES, "sandbox filesystem")
     isolation = strongest(filesystem)
     trial = run_tests("def two():\n    return 2\n", "assert two() == 2", isolation=isolation)
     if not trial.passed:
